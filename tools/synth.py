@@ -1,0 +1,6 @@
+"""`perception synth`: see `perception synth --help`."""
+import sys
+
+from perception.cli import main
+
+sys.exit(main(["synth", *sys.argv[1:]]))
