@@ -143,6 +143,30 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# bench
+# ----------------------------------------------------------------------------------------------
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="time the hot-path ops against their baselines (medians, one run)",
+        description="Each entry compares our op with its baseline on nuScenes-scale inputs in the "
+                    "same run, so the ratios hold on a noisy machine. Entries: voxelize, bev_pool, "
+                    "nms, eval.")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--only", default=None, help="comma-separated subset of the entries")
+    p.add_argument("--json", dest="json_out", type=Path, default=None, help="write results here")
+    p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from perception.bench import run_bench
+
+    run_bench(device=args.device, only=args.only,
+              json_out=None if args.json_out is None else str(args.json_out), repeats=args.repeats)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perception",
@@ -151,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_info(sub)
     _add_render(sub)
+    _add_bench(sub)
     return parser
 
 

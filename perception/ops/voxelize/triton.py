@@ -1,0 +1,136 @@
+"""Triton voxelization: open-addressing hash of voxel keys, one lane per point.
+
+Only imported from the dispatcher (triton is optional). Output is bit-identical to
+:mod:`.reference` for hard voxelization: the hash finds each voxel and, with an atomic min, the
+index of its first point, which fixes the first-come voxel numbering independent of thread
+scheduling; a stable sort of the per-point voxel ranks then orders points within a voxel.
+Dynamic voxelization sums features with float atomics, so means match the reference to rounding.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .reference import point_keys
+
+_EMPTY = -1
+_BLOCK = 256
+
+
+@triton.jit
+def _hash_insert_kernel(keys_ptr, n, table_keys_ptr, table_first_ptr, point_slot_ptr, table_mask,
+                        BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    in_n = offs < n
+    key = tl.load(keys_ptr + offs, mask=in_n, other=-1)
+    active = in_n & (key >= 0)
+    # Multiplicative hash; keys are < 2**31 for any sane grid so the product does not overflow.
+    slot = ((key * 2654435761) >> 11) & table_mask
+    slot = tl.where(active, slot, 0)
+    done = ~active
+    found = tl.full([BLOCK], -1, tl.int64)
+    remaining = tl.sum((~done).to(tl.int32), axis=0)
+    while remaining > 0:
+        # atomic_cas has no mask: finished lanes compare against a value never stored (-2) so
+        # their CAS is a no-op read.
+        cmp = tl.where(done, -2, _EMPTY).to(tl.int64)
+        old = tl.atomic_cas(table_keys_ptr + slot, cmp, key)
+        ok = (~done) & ((old == _EMPTY) | (old == key))
+        found = tl.where(ok, slot, found)
+        done = done | ok
+        slot = tl.where(done, slot, (slot + 1) & table_mask)
+        remaining = tl.sum((~done).to(tl.int32), axis=0)
+    tl.atomic_min(table_first_ptr + found, offs.to(tl.int64), mask=active)
+    tl.store(point_slot_ptr + offs, found, mask=in_n)
+
+
+@triton.jit
+def _scatter_rows_kernel(points_ptr, src_ptr, dst_ptr, out_ptr, k, C: tl.constexpr,
+                         CP: tl.constexpr, ATOMIC: tl.constexpr, BLOCK: tl.constexpr):
+    # Copies (or, with ATOMIC, adds) row src[i] of points into row dst[i] of out, C channels.
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    m = offs < k
+    src = tl.load(src_ptr + offs, mask=m, other=0)
+    dst = tl.load(dst_ptr + offs, mask=m, other=0)
+    ch = tl.arange(0, CP)
+    mm = m[:, None] & (ch[None, :] < C)
+    vals = tl.load(points_ptr + src[:, None] * C + ch[None, :], mask=mm, other=0.0)
+    if ATOMIC:
+        tl.atomic_add(out_ptr + dst[:, None] * C + ch[None, :], vals, mask=mm)
+    else:
+        tl.store(out_ptr + dst[:, None] * C + ch[None, :], vals, mask=mm)
+
+
+def _hash_group(points: Tensor, voxel_size, point_range):
+    """Run the hash kernel; returns (keys, coords, point voxel rank (N,) int64 or -1, first (M,))."""
+    n = points.shape[0]
+    dev = points.device
+    keys, coords = point_keys(points, voxel_size, point_range)
+    # Power-of-two table at >= 2x the points keeps linear probe chains short.
+    size = 1 << max(4, int(2 * max(n, 1) - 1).bit_length())
+    table_keys = torch.full((size,), _EMPTY, dtype=torch.int64, device=dev)
+    table_first = torch.full((size,), n, dtype=torch.int64, device=dev)
+    point_slot = torch.empty(n, dtype=torch.int64, device=dev)
+    if n:
+        _hash_insert_kernel[(triton.cdiv(n, _BLOCK),)](
+            keys, n, table_keys, table_first, point_slot, size - 1, BLOCK=_BLOCK)
+    valid = keys >= 0
+    ar = torch.arange(n, device=dev)
+    safe_slot = torch.where(valid, point_slot, torch.zeros_like(point_slot))
+    is_first = valid & (table_first[safe_slot] == ar)
+    # Heads appear in index order, so a running count of heads is the first-come voxel number.
+    rank_of_slot = torch.full((size,), -1, dtype=torch.int64, device=dev)
+    rank_of_slot[point_slot[is_first]] = torch.cumsum(is_first, 0)[is_first] - 1
+    vox = torch.where(valid, rank_of_slot[safe_slot], torch.full_like(keys, -1))
+    first = ar[is_first]
+    return coords, vox, first
+
+
+def hard_voxelize_triton(points: Tensor, voxel_size, point_range, max_points: int,
+                         max_voxels: int):
+    """Same contract and output as :func:`.reference.hard_voxelize_reference`."""
+    points = points.contiguous().to(torch.float32)
+    n, c = points.shape
+    dev = points.device
+    coords, vox, first = _hash_group(points, voxel_size, point_range)
+    m = min(first.numel(), max_voxels)
+    keep = (vox >= 0) & (vox < m)
+    idx = torch.nonzero(keep).squeeze(1)
+    v = vox[idx]
+    # Stable sort keeps input order inside a voxel: position in the run is the point's slot.
+    sv, perm = torch.sort(v, stable=True)
+    sidx = idx[perm]
+    counts = torch.bincount(sv, minlength=m)[:m]
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(sv.numel(), device=dev) - starts[sv]
+    take = slot < max_points
+    src = sidx[take].contiguous()
+    dst = (sv[take] * max_points + slot[take]).contiguous()
+    voxels = torch.zeros(m, max_points, c, dtype=torch.float32, device=dev)
+    if src.numel():
+        _scatter_rows_kernel[(triton.cdiv(src.numel(), _BLOCK),)](
+            points, src, dst, voxels, src.numel(), C=c, CP=triton.next_power_of_2(c),
+            ATOMIC=False, BLOCK=_BLOCK)
+    return voxels, coords[first[:m]].to(torch.int32), counts.clamp(max=max_points).to(torch.int32)
+
+
+def dynamic_voxelize_triton(points: Tensor, voxel_size, point_range):
+    """Same contract as :func:`.reference.dynamic_voxelize_reference` (means up to rounding)."""
+    points = points.contiguous().to(torch.float32)
+    n, c = points.shape
+    dev = points.device
+    coords, vox, first = _hash_group(points, voxel_size, point_range)
+    m = first.numel()
+    idx = torch.nonzero(vox >= 0).squeeze(1).contiguous()
+    dst = vox[idx].contiguous()
+    sums = torch.zeros(m, c, dtype=torch.float32, device=dev)
+    if idx.numel():
+        _scatter_rows_kernel[(triton.cdiv(idx.numel(), _BLOCK),)](
+            points, idx, dst, sums, idx.numel(), C=c, CP=triton.next_power_of_2(c),
+            ATOMIC=True, BLOCK=_BLOCK)
+    counts = torch.bincount(dst, minlength=m).clamp(min=1)
+    return sums / counts[:, None].to(torch.float32), coords[first].to(torch.int32), vox
