@@ -1,0 +1,213 @@
+"""Schemas of the model (and the room for the experiment around it): frozen dataclasses that the
+YAML files in ``configs/`` map onto one to one (``perception.config.load_config``).
+
+Units: metres, seconds, pixels. The BEV raster is defined once, in ``ModelConfig.grid``, and every
+stage reads it from there (the LiDAR voxel xy size is derived from it, never repeated).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from perception.structures.grid import BEVGrid
+from perception.structures.labels import DETECTION_CLASSES
+
+MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Camera branch: ResNet-style CNN + FPN -> depth-distribution lift -> ``ops.bev_pool``.
+
+    Attributes:
+        image_size: (H, W) pixels the network takes; batches of another size are resized by
+            ``camera.transforms.resize_images`` (which updates ``img_aug``).
+        stem_channels: channels of the stride-2 stem.
+        stage_channels: one residual stage each, every stage halves the resolution (first stage
+            at stride 4 after the stem).
+        blocks_per_stage: residual blocks per stage.
+        fpn_channels: channels of the FPN output.
+        feature_stride: stride (pixels) of the FPN level that is lifted; must be one of the
+            stage strides (4, 8, 16, ...).
+        depth_bins: (min, max, step) metres of the categorical depth distribution; the bin
+            centres are ``min + (i + 0.5) * step``.
+        context_channels: channels of the lifted feature (what lands in BEV).
+        out_channels: channels of the camera BEV map after the BEV conv.
+        pixel_mean, pixel_std: RGB normalisation on [0, 255] values.
+    """
+
+    image_size: tuple[int, int] = (128, 352)
+    stem_channels: int = 32
+    stage_channels: tuple[int, ...] = (32, 64, 128)
+    blocks_per_stage: int = 1
+    fpn_channels: int = 64
+    feature_stride: int = 8
+    depth_bins: tuple[float, float, float] = (1.0, 52.0, 1.0)
+    context_channels: int = 32
+    out_channels: int = 64
+    pixel_mean: tuple[float, float, float] = (123.7, 116.3, 103.5)
+    pixel_std: tuple[float, float, float] = (58.4, 57.1, 57.4)
+
+    @property
+    def num_depth_bins(self) -> int:
+        lo, hi, step = self.depth_bins
+        n = (hi - lo) / step
+        if hi <= lo or step <= 0 or abs(n - round(n)) > 1e-6:
+            raise ValueError(f"depth_bins {self.depth_bins}: need a whole number of bins")
+        return int(round(n))
+
+
+@dataclass(frozen=True)
+class LidarConfig:
+    """LiDAR branch: ``ops.voxelize`` -> mean voxel feature -> spconv backbone -> height collapse.
+
+    Attributes:
+        voxel_z: voxel height, metres. The voxel xy size is ``grid.cell_size / 2 ** (len(channels)
+            - 1)``: every stage after the first halves x, y and z so that the last stage lands
+            exactly on the BEV grid.
+        point_features: number of leading point columns used (x, y, z, intensity, time_lag).
+        max_points_per_voxel, max_voxels: hard voxelization caps (per frame).
+        channels: sparse stage channels; stage 0 is submanifold at full resolution.
+        out_channels: channels of the LiDAR BEV map.
+        sparse_algo: "auto" = Native on CPU, MaskImplicitGemm on CUDA (chosen at forward time).
+    """
+
+    voxel_z: float = 0.25
+    point_features: int = 5
+    max_points_per_voxel: int = 10
+    max_voxels: int = 60_000
+    channels: tuple[int, ...] = (16, 32, 64)
+    out_channels: int = 128
+    sparse_algo: Literal["auto", "native", "implicit_gemm"] = "auto"
+
+
+@dataclass(frozen=True)
+class RadarConfig:
+    """Radar branch: per-point MLP (PointNet) -> max-pool per BEV cell -> BEV conv.
+
+    Attributes:
+        point_fields: radar columns the encoder reads (names from ``RADAR_FIELDS``); the cell
+            offset of x, y is added. Compensated velocity is also passed straight through to the
+            BEV map as a per-cell mean so that the head can read it without learning to.
+        hidden_channels: widths of the per-point MLP.
+        out_channels: channels of the radar BEV map (the raw velocity/count channels included).
+        max_abs_velocity: m/s; velocities are divided by it (a scale, not a clip).
+    """
+
+    point_fields: tuple[str, ...] = ("z", "rcs", "vx_comp", "vy_comp", "time_lag")
+    hidden_channels: tuple[int, ...] = (32, 64)
+    out_channels: int = 64
+    max_abs_velocity: float = 20.0
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """BEV attention fuser.
+
+    Attributes:
+        channels: common channel count of the fused BEV.
+        heads: attention heads of the per-cell modality attention.
+        context_blocks: residual 3x3 conv blocks of spatial context after the attention.
+        modality_dropout: per-frame probability, in training, of dropping each modality
+            (at least one always stays), so the fuser never relies on any one sensor.
+    """
+
+    channels: int = 128
+    heads: int = 4
+    context_blocks: int = 2
+    modality_dropout: float = 0.25
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """CenterPoint-style head.
+
+    Attributes:
+        class_groups: tuples of class names, one heatmap head per group.
+        shared_channels: channels of the shared conv.
+        head_channels: channels of each group's conv.
+        min_overlap, min_radius: Gaussian heatmap radius from the box footprint (cells).
+        max_objects: per frame, for target buffers.
+        loss weights: heatmap, regression (per-channel weights in ``code_weights``), attribute.
+        code_weights: weights of the 10 regression channels
+            (dx, dy, z, log l, log w, log h, sin, cos, vx, vy).
+        score_threshold, top_k, max_detections: decoding.
+        nms_radius: per group, circle-NMS distance (metres); 0 disables NMS for that group
+            (CenterPoint keeps peaks only for large classes).
+    """
+
+    class_groups: tuple[tuple[str, ...], ...] = (
+        ("car",), ("truck", "construction_vehicle"), ("bus", "trailer"), ("barrier",),
+        ("motorcycle", "bicycle"), ("pedestrian", "traffic_cone"),
+    )
+    shared_channels: int = 64
+    head_channels: int = 64
+    min_overlap: float = 0.1
+    min_radius: int = 2
+    max_objects: int = 500
+    heatmap_weight: float = 1.0
+    regression_weight: float = 0.25
+    attribute_weight: float = 0.2
+    code_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
+    score_threshold: float = 0.1
+    top_k: int = 500
+    max_detections: int = 300
+    nms_radius: tuple[float, ...] = (2.0, 3.5, 3.2, 1.0, 0.9, 0.4)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole detector. ``modalities`` selects which encoders are built."""
+
+    grid: BEVGrid = field(default_factory=BEVGrid)
+    modalities: tuple[str, ...] = MODALITIES
+    classes: tuple[str, ...] = DETECTION_CLASSES
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    lidar: LidarConfig = field(default_factory=LidarConfig)
+    radar: RadarConfig = field(default_factory=RadarConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def __post_init__(self):
+        unknown = set(self.modalities) - set(MODALITIES)
+        if not self.modalities or unknown:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, "
+                             f"got {self.modalities}")
+        grouped = [c for g in self.head.class_groups for c in g]
+        if sorted(grouped) != sorted(self.classes):
+            raise ValueError(f"head.class_groups {self.head.class_groups} must cover the classes "
+                             f"{self.classes} exactly once")
+        if len(self.head.nms_radius) != len(self.head.class_groups):
+            raise ValueError("head.nms_radius needs one entry per class group")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the frames come from (minimal for now; augmentation settings join later)."""
+
+    root: str = "data/synthetic/mini"
+    version: str = "v1.0-mini"
+    train_split: str = "mini_train"
+    val_split: str = "mini_val"
+    lidar_sweeps: int = 1
+    radar_sweeps: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (minimal for now; the training loop defines the rest)."""
+
+    batch_size: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 1e-2
+    epochs: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What a config file in ``configs/`` describes: model, data and training."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,202 @@
+"""FusionDetector (one encoder per sensor -> attention fuser -> CenterPoint head) and the one
+explicit ``build_model(cfg)``.
+
+Which sensors a frame uses is decided once per forward, as a (B, M) ``present`` mask:
+available in the Batch (``camera_mask.any``, ``lidar_mask``, ``radar_mask``) AND requested
+(``modalities=`` argument, default all built) AND, in training, not dropped by modality dropout.
+An encoder runs only if some frame uses its sensor; the fuser masks the rest per frame and cell.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from perception.models.camera import (
+    FPN,
+    CameraEncoder,
+    DepthLift,
+    ResNetBackbone,
+    resize_images,
+)
+from perception.models.config import MODALITIES, ModelConfig
+from perception.models.fusion import AttentionFuser
+from perception.models.heads import CenterHead
+from perception.models.lidar import HeightCollapse, LidarEncoder, SparseBackbone3D
+from perception.models.outputs import BEVFeatures, DetectorOutput
+from perception.models.radar import RadarEncoder
+from perception.structures.batch import Batch
+from perception.structures.grid import BEVGrid
+from perception.structures.instances import Detections
+
+
+class FusionDetector(nn.Module):
+    """Args:
+        grid: the BEV raster every stage shares.
+        encoders: built encoders keyed by modality ("camera", "lidar", "radar"; any non-empty
+            subset); each reports ``out_channels``.
+        fuser: built ``AttentionFuser`` whose modalities match ``encoders``.
+        head: built ``CenterHead``.
+        image_size: (H, W) the camera encoder takes; other sizes are resized (img_aug updated).
+        modality_dropout: per-frame probability of dropping each sensor in training.
+    """
+
+    def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
+                 head: CenterHead, image_size: tuple[int, int] | None = None,
+                 modality_dropout: float = 0.0):
+        super().__init__()
+        if not encoders or set(encoders) - set(MODALITIES):
+            raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
+        # Fixed order (camera, lidar, radar) so that ``present`` columns mean the same thing in
+        # every model, whatever order the dict came in.
+        self.modalities = tuple(m for m in MODALITIES if m in encoders)
+        if tuple(fuser.modalities) != self.modalities:
+            raise ValueError(f"fuser modalities {fuser.modalities} != encoders {self.modalities}")
+        self.grid = grid
+        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        self.fuser, self.head = fuser, head
+        self.image_size = image_size
+        self.modality_dropout = modality_dropout
+
+    # ------------------------------------------------------------------ sensor selection
+    def available(self, batch: Batch) -> Tensor:
+        """(B, M) bool: the Batch carries this sensor for this frame."""
+        b = len(batch)
+        cols = []
+        for m in self.modalities:
+            if m == "camera":
+                cols.append(torch.zeros(b, dtype=torch.bool) if batch.camera_mask is None
+                            else batch.camera_mask.any(1).cpu())
+            elif m == "lidar":
+                cols.append(batch.lidar_mask.cpu().bool())
+            else:
+                cols.append(batch.radar_mask.cpu().bool())
+        return torch.stack(cols, dim=1)
+
+    def select(self, batch: Batch, modalities: Sequence[str] | None = None) -> Tensor:
+        """(B, M) bool sensors used per frame (availability x request x dropout)."""
+        present = self.available(batch)
+        if modalities is not None:
+            unknown = set(modalities) - set(self.modalities)
+            if unknown:
+                raise ValueError(f"modalities {sorted(unknown)} not built (have {self.modalities})")
+            present &= torch.tensor([m in modalities for m in self.modalities])[None]
+        empty = ~present.any(1)
+        if empty.any():
+            tokens = [batch.tokens[i] for i in torch.nonzero(empty).squeeze(1).tolist()]
+            raise ValueError(f"frames {tokens} have none of the sensors {self.modalities} "
+                             f"(requested {modalities})")
+        if self.training and self.modality_dropout > 0:
+            present = self._drop(present)
+        return present
+
+    def _drop(self, present: Tensor) -> Tensor:
+        drop = torch.rand(present.shape) < self.modality_dropout
+        kept = present & ~drop
+        for i in torch.nonzero(~kept.any(1)).squeeze(1).tolist():
+            # Everything dropped: keep one of the frame's sensors, chosen uniformly.
+            choices = torch.nonzero(present[i]).squeeze(1)
+            kept[i, choices[torch.randint(len(choices), (1,))]] = True
+        return kept
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, batch: Batch, present: Tensor) -> dict[str, BEVFeatures]:
+        """Run the encoders of the sensors some frame uses."""
+        dev = batch.lidar_mask.device
+        present = present.to(dev)
+        bevs = {}
+        for i, m in enumerate(self.modalities):
+            use = present[:, i]
+            if not use.any():
+                continue
+            enc = self.encoders[m]
+            if m == "camera":
+                if self.image_size is not None:
+                    batch = resize_images(batch, self.image_size)
+                bevs[m] = enc(batch.images, camera_mask=batch.camera_mask & use[:, None],
+                              intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera,
+                              img_aug=batch.img_aug)
+            elif m == "lidar":
+                bevs[m] = enc(batch.lidar_points, use)
+            else:
+                bevs[m] = enc(batch.radar_points, batch.radar_fields, use)
+        return bevs
+
+    def forward(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> DetectorOutput:
+        """Batch -> head maps at the BEV grid resolution (see ``DetectorOutput``)."""
+        present = self.select(batch, modalities)
+        bevs = self.encode(batch, present)
+        fused = self.fuser(bevs, present.to(batch.lidar_mask.device))
+        return DetectorOutput(heads=self.head(fused), present=present, fused=fused)
+
+    def loss(self, outputs: DetectorOutput, batch: Batch) -> dict[str, Tensor]:
+        """Weighted loss terms (``loss_heatmap``, ``loss_regression``, ``loss_attribute``);
+        the training objective is their sum."""
+        return self.head.loss(outputs.heads, batch.gt)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> list[Detections]:
+        """B Detections (ego frame of each sample), in eval mode semantics (no dropout)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.head.decode(self.forward(batch, modalities=modalities).heads)
+        finally:
+            self.train(was_training)
+
+
+def build_camera(cfg: ModelConfig) -> CameraEncoder:
+    c = cfg.camera
+    backbone = ResNetBackbone(stem_channels=c.stem_channels, stage_channels=c.stage_channels,
+                              blocks_per_stage=c.blocks_per_stage)
+    neck = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides,
+               out_channels=c.fpn_channels, out_stride=c.feature_stride)
+    lift = DepthLift(in_channels=neck.out_channels, context_channels=c.context_channels,
+                     depth_bins=c.depth_bins, stride=c.feature_stride, grid=cfg.grid)
+    return CameraEncoder(backbone=backbone, neck=neck, lift=lift, out_channels=c.out_channels,
+                         pixel_mean=c.pixel_mean, pixel_std=c.pixel_std)
+
+
+def build_lidar(cfg: ModelConfig) -> LidarEncoder:
+    c, grid = cfg.lidar, cfg.grid
+    down = 2 ** (len(c.channels) - 1)
+    voxel = (grid.cell_size / down, grid.cell_size / down, c.voxel_z)
+    backbone = SparseBackbone3D(in_channels=c.point_features + 3, channels=c.channels,
+                                algo=c.sparse_algo)
+    depth = int(round((grid.z_range[1] - grid.z_range[0]) / c.voxel_z))
+    for _ in range(len(c.channels) - 1):
+        depth = (depth + 1) // 2  # a stride-2, pad-1, kernel-3 conv gives ceil(n / 2)
+    collapse = HeightCollapse(in_channels=backbone.out_channels, depth=depth,
+                              out_channels=c.out_channels)
+    return LidarEncoder(grid=grid, voxel_size=voxel, point_features=c.point_features,
+                        max_points_per_voxel=c.max_points_per_voxel, max_voxels=c.max_voxels,
+                        backbone=backbone, collapse=collapse)
+
+
+def build_radar(cfg: ModelConfig) -> RadarEncoder:
+    c = cfg.radar
+    return RadarEncoder(grid=cfg.grid, point_fields=c.point_fields,
+                        hidden_channels=c.hidden_channels, out_channels=c.out_channels,
+                        max_abs_velocity=c.max_abs_velocity)
+
+
+def build_model(cfg: ModelConfig) -> FusionDetector:
+    """The one place a ``ModelConfig`` becomes modules."""
+    builders = {"camera": build_camera, "lidar": build_lidar, "radar": build_radar}
+    encoders = {m: builders[m](cfg) for m in MODALITIES if m in cfg.modalities}
+    f = cfg.fusion
+    fuser = AttentionFuser(in_channels={m: e.out_channels for m, e in encoders.items()},
+                           channels=f.channels, heads=f.heads, context_blocks=f.context_blocks)
+    h = cfg.head
+    head = CenterHead(in_channels=fuser.out_channels, grid=cfg.grid, classes=cfg.classes,
+                      class_groups=h.class_groups, shared_channels=h.shared_channels,
+                      head_channels=h.head_channels,
+                      min_overlap=h.min_overlap, min_radius=h.min_radius,
+                      max_objects=h.max_objects, heatmap_weight=h.heatmap_weight,
+                      regression_weight=h.regression_weight, attribute_weight=h.attribute_weight,
+                      code_weights=h.code_weights, score_threshold=h.score_threshold,
+                      top_k=h.top_k, max_detections=h.max_detections, nms_radius=h.nms_radius)
+    return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
+                          image_size=cfg.camera.image_size if "camera" in encoders else None,
+                          modality_dropout=f.modality_dropout)

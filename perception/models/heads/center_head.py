@@ -1,0 +1,124 @@
+"""CenterPoint-style head: per class group a heatmap, 10-channel box regression and attribute."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from perception.models.heads.decode import attribute_mask, decode_group
+from perception.models.heads.losses import gaussian_focal_loss, masked_l1
+from perception.models.heads.targets import REG_FIELDS, assign_targets
+from perception.models.layers import ConvBNReLU
+from perception.models.outputs import HeadOutput
+from perception.structures.grid import BEVGrid
+from perception.structures.instances import Detections, GroundTruth
+from perception.structures.labels import ATTRIBUTE_NAMES
+
+
+class CenterHead(nn.Module):
+    """Args:
+        in_channels: fused BEV channels.
+        grid: the BEV raster (the head predicts one value set per cell).
+        classes: the class vocabulary; class_groups: class names per group.
+        shared_channels: width of the shared 3x3 conv.
+        head_channels: width of each group's 3x3 conv (six groups: this is where the head's
+            cost is).
+        min_overlap, min_radius, max_objects: target assignment (see ``assign_targets``).
+        heatmap_weight, regression_weight, attribute_weight, code_weights: loss weights.
+        score_threshold, top_k, max_detections, nms_radius: decoding (nms_radius per group, m).
+    Forward: (B, C, H, W) -> tuple of HeadOutput, one per group.
+    """
+
+    def __init__(self, *, in_channels: int, grid: BEVGrid, classes: tuple[str, ...],
+                 class_groups: tuple[tuple[str, ...], ...], shared_channels: int, head_channels: int,
+                 min_overlap: float, min_radius: int, max_objects: int, heatmap_weight: float,
+                 regression_weight: float, attribute_weight: float,
+                 code_weights: tuple[float, ...], score_threshold: float, top_k: int,
+                 max_detections: int, nms_radius: tuple[float, ...]):
+        super().__init__()
+        if len(code_weights) != len(REG_FIELDS):
+            raise ValueError(f"code_weights needs {len(REG_FIELDS)} entries ({REG_FIELDS})")
+        self.grid, self.classes, self.class_groups = grid, classes, class_groups
+        self.shared = ConvBNReLU(in_channels, shared_channels)
+        self.groups = nn.ModuleList()
+        for group in class_groups:
+            body = ConvBNReLU(shared_channels, head_channels)
+            heat = nn.Conv2d(head_channels, len(group), 1)
+            # Start every cell at p = 0.1: with the default 0.5 the ~1e4 negatives per map
+            # swamp the first steps of the focal loss.
+            nn.init.constant_(heat.bias, -math.log((1 - 0.1) / 0.1))
+            self.groups.append(nn.ModuleDict({
+                "body": body, "heatmap": heat,
+                "regression": nn.Conv2d(head_channels, len(REG_FIELDS), 1),
+                "attribute": nn.Conv2d(head_channels, len(ATTRIBUTE_NAMES), 1),
+            }))
+        self.register_buffer("code_weights", torch.tensor(code_weights), persistent=False)
+        self.register_buffer("attr_mask", attribute_mask(classes), persistent=False)
+        self.min_overlap, self.min_radius, self.max_objects = min_overlap, min_radius, max_objects
+        self.heatmap_weight = heatmap_weight
+        self.regression_weight = regression_weight
+        self.attribute_weight = attribute_weight
+        self.score_threshold, self.top_k = score_threshold, top_k
+        self.max_detections = max_detections
+        self.nms_radius = nms_radius
+
+    def forward(self, x: Tensor) -> tuple[HeadOutput, ...]:
+        x = self.shared(x)
+        outs = []
+        for g in self.groups:
+            y = g["body"](x)
+            outs.append(HeadOutput(g["heatmap"](y), g["regression"](y), g["attribute"](y)))
+        return tuple(outs)
+
+    def loss(self, outputs: tuple[HeadOutput, ...], gts: list[GroundTruth]) -> dict[str, Tensor]:
+        """Weighted losses; the total is their sum.
+
+        Returns ``loss_heatmap`` (focal, normalised by the batch's positives),
+        ``loss_regression`` (weighted L1 per object), ``loss_attribute`` (cross-entropy over
+        objects with an attribute).
+        """
+        targets = assign_targets(gts, grid=self.grid, classes=self.classes,
+                                 class_groups=self.class_groups, min_overlap=self.min_overlap,
+                                 min_radius=self.min_radius, max_objects=self.max_objects)
+        heat_loss = reg_loss = attr_loss = outputs[0].heatmap.new_zeros(())
+        for out, t in zip(outputs, targets):
+            fl, npos = gaussian_focal_loss(out.heatmap, t.heatmap)
+            heat_loss = heat_loss + fl / npos.clamp(min=1)
+            b, c = out.regression.shape[:2]
+            pred = out.regression.reshape(b, c, -1).gather(
+                2, t.index[:, None].expand(-1, c, -1)).transpose(1, 2)      # (B, max_obj, 10)
+            weight = (t.reg_valid & t.mask[..., None]) * self.code_weights
+            reg_loss = reg_loss + masked_l1(pred, t.regression, weight) / t.mask.sum().clamp(min=1)
+            a = out.attribute.shape[1]
+            logits = out.attribute.reshape(b, a, -1).gather(
+                2, t.index[:, None].expand(-1, a, -1)).transpose(1, 2)      # (B, max_obj, 8)
+            attr_t = torch.where(t.mask, t.attribute, torch.full_like(t.attribute, -1))
+            if (attr_t >= 0).any():
+                attr_loss = attr_loss + F.cross_entropy(
+                    logits.reshape(-1, a), attr_t.reshape(-1), ignore_index=-1)
+            else:
+                attr_loss = attr_loss + 0.0 * logits.sum()
+        return {
+            "loss_heatmap": self.heatmap_weight * heat_loss,
+            "loss_regression": self.regression_weight * reg_loss,
+            "loss_attribute": self.attribute_weight * attr_loss,
+        }
+
+    @torch.no_grad()
+    def decode(self, outputs: tuple[HeadOutput, ...]) -> list[Detections]:
+        """Head maps -> B Detections in the ego frame, best ``max_detections`` by score."""
+        per_group = []
+        for out, group, radius in zip(outputs, self.class_groups, self.nms_radius):
+            ids = torch.tensor([self.classes.index(c) for c in group], dtype=torch.int64)
+            per_group.append(decode_group(
+                out.heatmap.float(), out.regression.float(), out.attribute.float(),
+                grid=self.grid, class_ids=ids, attr_mask=self.attr_mask, top_k=self.top_k,
+                score_threshold=self.score_threshold, nms_radius=radius))
+        dets = []
+        for frame in zip(*per_group):
+            d = Detections.cat(frame)
+            order = torch.argsort(d.scores, descending=True)[:self.max_detections]
+            dets.append(d[order])
+        return dets

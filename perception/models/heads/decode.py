@@ -1,0 +1,71 @@
+"""Head maps -> Detections: 3x3 peak picking, top-k, score threshold, circle NMS per class
+(``perception.ops.nms.circle_nms``)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from perception.models.heads.targets import decode_codes
+from perception.ops.nms import circle_nms
+from perception.structures.boxes import Boxes3D
+from perception.structures.grid import BEVGrid
+from perception.structures.instances import Detections
+from perception.structures.labels import ATTRIBUTE_NAMES
+
+# Which attributes a class can carry (the devkit scores attributes only within these); cones and
+# barriers have none and always get -1.
+_ATTRIBUTE_PREFIX = {
+    "car": "vehicle.", "truck": "vehicle.", "bus": "vehicle.", "trailer": "vehicle.",
+    "construction_vehicle": "vehicle.", "pedestrian": "pedestrian.", "motorcycle": "cycle.",
+    "bicycle": "cycle.",
+}
+
+
+def attribute_mask(classes: tuple[str, ...]) -> Tensor:
+    """(num_classes, 8) bool: attributes allowed per class."""
+    m = torch.zeros(len(classes), len(ATTRIBUTE_NAMES), dtype=torch.bool)
+    for i, c in enumerate(classes):
+        prefix = _ATTRIBUTE_PREFIX.get(c)
+        if prefix:
+            m[i] = torch.tensor([a.startswith(prefix) for a in ATTRIBUTE_NAMES])
+    return m
+
+
+def decode_group(heatmap: Tensor, regression: Tensor, attribute: Tensor, *, grid: BEVGrid,
+                 class_ids: Tensor, attr_mask: Tensor, top_k: int, score_threshold: float,
+                 nms_radius: float) -> list[Detections]:
+    """One class group's maps -> per-frame Detections.
+
+    Args:
+        heatmap: (B, K, H, W) logits; regression: (B, 10, H, W); attribute: (B, 8, H, W) logits.
+        class_ids: (K,) global class index of each channel; attr_mask: (num_classes, 8) bool.
+    Returns:
+        B Detections (ego frame), sorted by score.
+    """
+    b, k, h, w = heatmap.shape
+    heat = heatmap.sigmoid()
+    # A cell is a candidate only if it is the maximum of its 3x3 neighbourhood: one peak per
+    # object before any NMS.
+    peak = F.max_pool2d(heat, 3, stride=1, padding=1)
+    heat = heat * (heat == peak)
+    scores, flat = heat.reshape(b, -1).topk(min(top_k, k * h * w), dim=1)
+    chan, cell = flat // (h * w), flat % (h * w)
+    cells = torch.stack([cell // w, cell % w], dim=-1)
+    out = []
+    for i in range(b):
+        keep = scores[i] > score_threshold
+        s, ch, ce, rc = scores[i][keep], chan[i][keep], cell[i][keep], cells[i][keep]
+        codes = regression[i].reshape(regression.shape[1], -1)[:, ce].T
+        boxes = decode_codes(rc, codes, grid)
+        labels = class_ids.to(ch.device)[ch]
+        logits = attribute[i].reshape(attribute.shape[1], -1)[:, ce].T
+        allowed = attr_mask.to(logits.device)[labels]
+        attrs = logits.masked_fill(~allowed, float("-inf")).argmax(1)
+        attrs = torch.where(allowed.any(1), attrs, torch.full_like(attrs, -1))
+        if nms_radius > 0 and len(s) > 1:
+            # Per class (labels): a pedestrian next to a cone is not a duplicate.
+            sel = circle_nms(boxes[:, :2], s, labels, radius=nms_radius)
+            boxes, s, labels, attrs = boxes[sel], s[sel], labels[sel], attrs[sel]
+        out.append(Detections(boxes=Boxes3D(boxes), scores=s, labels=labels, attributes=attrs))
+    return out

@@ -1,0 +1,111 @@
+"""Sparse 3D backbone (spconv) and the height collapse to BEV.
+
+spconv's algorithm is picked at forward time, not in the constructor (which never knows the
+device): ``Native`` is the only one that runs on CPU tensors, ``MaskImplicitGemm`` is the fast
+one on CUDA. spconv 2.3 stores every algorithm's weights in the same KRSC layout
+(``spconv.constants.ALL_WEIGHT_IS_KRSC``), so switching does not touch parameters or checkpoints.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from perception.models.layers import ConvBNReLU
+
+
+def _spconv():
+    # Imported on first use, not at package import: camera/radar models (and `import
+    # perception.models`) must work where spconv is not installed, e.g. the GPU machine.
+    import spconv.pytorch as spconv
+
+    return spconv
+
+
+def _subm(c_in: int, c_out: int, key: str):
+    spconv = _spconv()
+    ConvAlgo = spconv.ConvAlgo
+    return spconv.SparseSequential(
+        spconv.SubMConv3d(c_in, c_out, 3, padding=1, bias=False, indice_key=key,
+                          algo=ConvAlgo.Native),
+        nn.BatchNorm1d(c_out), nn.ReLU(inplace=True))
+
+
+def _down(c_in: int, c_out: int):
+    spconv = _spconv()
+    ConvAlgo = spconv.ConvAlgo
+    return spconv.SparseSequential(
+        spconv.SparseConv3d(c_in, c_out, 3, stride=2, padding=1, bias=False,
+                            algo=ConvAlgo.Native),
+        nn.BatchNorm1d(c_out), nn.ReLU(inplace=True))
+
+
+class SparseBackbone3D(nn.Module):
+    """Submanifold stages separated by stride-2 sparse convs.
+
+    Args:
+        in_channels: voxel feature width.
+        channels: per stage; stage 0 keeps the input resolution, each later stage starts with a
+            stride-2 ``SparseConv3d`` (x, y and z halve).
+        blocks_per_stage: submanifold conv layers per stage.
+        algo: "auto" | "native" | "implicit_gemm".
+    Forward: a ``SparseConvTensor`` of spatial shape (D, H, W) -> one of shape
+    ~(D, H, W) / 2**(len(channels) - 1) with ``channels[-1]`` features.
+    """
+
+    def __init__(self, *, in_channels: int, channels: tuple[int, ...], blocks_per_stage: int = 2,
+                 algo: str = "auto"):
+        super().__init__()
+        spconv = _spconv()
+        stages, c_in = [], in_channels
+        for i, c in enumerate(channels):
+            layers = [_down(c_in, c)] if i > 0 else []
+            # Layers of one stage share an indice_key: the neighbour pairs are computed once.
+            layers += [_subm(c_in if (i == 0 and j == 0) else c, c, f"subm{i}")
+                       for j in range(blocks_per_stage)]
+            stages.append(spconv.SparseSequential(*layers))
+            c_in = c
+        self.stages = nn.ModuleList(stages)
+        self.algo = algo
+        self.out_channels = channels[-1]
+        self.downsample = 2 ** (len(channels) - 1)
+
+    def _set_algo(self, device: torch.device) -> None:
+        spconv = _spconv()
+        ConvAlgo = spconv.ConvAlgo
+        if self.algo == "auto":
+            algo = ConvAlgo.MaskImplicitGemm if device.type == "cuda" else ConvAlgo.Native
+        else:
+            algo = {"native": ConvAlgo.Native, "implicit_gemm": ConvAlgo.MaskImplicitGemm}[self.algo]
+        for m in self.modules():
+            if isinstance(m, spconv.conv.SparseConvolution) and m.algo != algo:
+                m.algo = algo
+
+    def forward(self, x):
+        """``spconv.SparseConvTensor`` in, ``SparseConvTensor`` out."""
+        self._set_algo(x.features.device)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+
+class HeightCollapse(nn.Module):
+    """Dense (B, C, D, H, W) -> (B, C * D, H, W) -> 1x1 conv -> 3x3 conv -> (B, out, H, W).
+
+    Stacking z into channels (SECOND / CenterPoint) keeps where along the height a feature was,
+    which a max over z would throw away. The 1x1 first: a 3x3 on the C * D stack costs 9x more
+    and was the single most expensive layer of the CPU config (measured).
+    """
+
+    def __init__(self, *, in_channels: int, depth: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Sequential(ConvBNReLU(in_channels * depth, out_channels, kernel_size=1),
+                                  ConvBNReLU(out_channels, out_channels))
+        self.depth = depth
+        self.out_channels = out_channels
+
+    def forward(self, x) -> Tensor:
+        dense = x.dense()  # (B, C, D, H, W)
+        b, c, d, h, w = dense.shape
+        if d != self.depth:
+            raise ValueError(f"sparse output depth {d} != configured {self.depth}")
+        return self.conv(dense.reshape(b, c * d, h, w))

@@ -1,0 +1,84 @@
+"""LidarEncoder: points -> ``ops.voxelize`` -> mean voxel features -> sparse 3D backbone -> BEV."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from perception.models.lidar.backbone import HeightCollapse, SparseBackbone3D
+from perception.models.outputs import BEVFeatures
+from perception.ops.voxelize import voxelize
+from perception.structures.grid import BEVGrid
+
+
+class LidarEncoder(nn.Module):
+    """Per-frame point clouds to one BEV map.
+
+    Args:
+        grid: the BEV raster; the voxel grid covers its x/y/z range.
+        voxel_size: (x, y, z) metres; x, y must be ``grid.cell_size / backbone.downsample``.
+        point_features: leading point columns used (x, y, z, then e.g. intensity, time_lag).
+        max_points_per_voxel, max_voxels: hard-voxelization caps, per frame.
+        backbone, collapse: built modules.
+    Voxel feature (width ``point_features + 3``): the mean of the voxel's points, then the offset
+    of the mean xyz from the voxel centre (metres), which is what tells the network where inside
+    the voxel the surface is.
+    Forward: points (B lists of (N_b, C)) + present (B,) bool -> BEVFeatures (B, C_out, H, W).
+    """
+
+    def __init__(self, *, grid: BEVGrid, voxel_size: tuple[float, float, float],
+                 point_features: int, max_points_per_voxel: int, max_voxels: int,
+                 backbone: SparseBackbone3D, collapse: HeightCollapse):
+        super().__init__()
+        if abs(voxel_size[0] * backbone.downsample - grid.cell_size) > 1e-6:
+            raise ValueError(f"voxel x size {voxel_size[0]} x {backbone.downsample} != BEV cell "
+                             f"{grid.cell_size}")
+        self.grid = grid
+        self.voxel_size = tuple(float(v) for v in voxel_size)
+        self.point_range = (grid.x_range[0], grid.y_range[0], grid.z_range[0],
+                            grid.x_range[1], grid.y_range[1], grid.z_range[1])
+        self.spatial_shape = [
+            int(round((self.point_range[3 + i] - self.point_range[i]) / self.voxel_size[i]))
+            for i in (2, 1, 0)]  # (D, H, W)
+        self.point_features = point_features
+        self.max_points_per_voxel = max_points_per_voxel
+        self.max_voxels = max_voxels
+        self.backbone, self.collapse = backbone, collapse
+        self.in_channels = point_features + 3
+        self.out_channels = collapse.out_channels
+
+    def voxelize(self, points: list[Tensor], present: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns voxel features (M, C_in) float32 and coords (M, 4) int32 (b, z, y, x)."""
+        feats, coords = [], []
+        vs = torch.tensor(self.voxel_size)
+        lo = torch.tensor(self.point_range[:3])
+        for b, (p, keep) in enumerate(zip(points, present.tolist())):
+            if not keep or len(p) == 0:
+                continue
+            vox, idx, num = voxelize(p[:, :self.point_features].float().contiguous(),
+                                     self.voxel_size, self.point_range,
+                                     self.max_points_per_voxel, self.max_voxels)
+            mean = vox.sum(1) / num.clamp(min=1).to(vox.dtype)[:, None]
+            centre = (idx.flip(1).to(vox.dtype) + 0.5) * vs.to(vox) + lo.to(vox)  # (x, y, z)
+            feats.append(torch.cat([mean, mean[:, :3] - centre], dim=1))
+            coords.append(F.pad(idx.int(), (1, 0), value=b))
+        if not feats:
+            dev = points[0].device
+            return (torch.zeros(0, self.in_channels, device=dev),
+                    torch.zeros(0, 4, dtype=torch.int32, device=dev))
+        return torch.cat(feats), torch.cat(coords)
+
+    def forward(self, points: list[Tensor], present: Tensor) -> BEVFeatures:
+        b = len(points)
+        feats, coords = self.voxelize(points, present)
+        valid = present[:, None, None].expand(b, *self.grid.shape)
+        if len(feats) == 0:
+            # No voxel anywhere: nothing for spconv to do. Still run the dense part on zeros so
+            # the output has the right shape and stays attached to the parameters.
+            dense = feats.new_zeros(b, self.backbone.out_channels * self.collapse.depth,
+                                    *self.grid.shape)
+            return BEVFeatures(self.collapse.conv(dense), valid)
+        from spconv.pytorch import SparseConvTensor  # lazy: see lidar/backbone.py
+
+        x = SparseConvTensor(feats, coords, self.spatial_shape, b)
+        return BEVFeatures(self.collapse(self.backbone(x)), valid)

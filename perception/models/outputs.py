@@ -1,0 +1,53 @@
+"""Typed data passed between the model's stages (what encoders, fuser and head return)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class BEVFeatures:
+    """One modality's bird's-eye-view map.
+
+    Attributes:
+        features: (B, C, H, W) float, ``BEVGrid`` layout (rows +y, columns +x).
+        valid: (B, H, W) bool, cells where this sensor can say anything for that frame (frame has
+            the sensor and, for cameras, the cell lies in a present camera's frustum). The fuser
+            masks invalid cells out; their feature values are never used.
+    """
+
+    features: Tensor
+    valid: Tensor
+
+
+@dataclass
+class HeadOutput:
+    """Raw head maps of one class group.
+
+    Attributes:
+        heatmap: (B, K_g, H, W) logits, one channel per class of the group.
+        regression: (B, 10, H, W): dx, dy (centre offset within the cell, cells), z (m),
+            log l, log w, log h (log m), sin yaw, cos yaw, vx, vy (m/s).
+        attribute: (B, 8, H, W) logits over ``ATTRIBUTE_NAMES``.
+    """
+
+    heatmap: Tensor
+    regression: Tensor
+    attribute: Tensor
+
+
+@dataclass
+class DetectorOutput:
+    """What ``FusionDetector.forward`` returns.
+
+    Attributes:
+        heads: one ``HeadOutput`` per class group (``HeadConfig.class_groups`` order).
+        present: (B, M) bool, which modalities (``FusionDetector.modalities`` order) were used
+            for each frame (after modality dropout).
+        fused: (B, C, H, W) fused BEV features.
+    """
+
+    heads: tuple[HeadOutput, ...]
+    present: Tensor
+    fused: Tensor

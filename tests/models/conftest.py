@@ -1,0 +1,134 @@
+"""Tiny synthetic batches and configs for the model tests (no dataset needed)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from perception.models.config import (
+    CameraConfig,
+    FusionConfig,
+    HeadConfig,
+    LidarConfig,
+    ModelConfig,
+    RadarConfig,
+)
+from perception.structures import Boxes3D, GroundTruth
+from perception.structures.batch import Batch
+from perception.structures.frame import LIDAR_FIELDS, RADAR_FIELDS
+from perception.structures.grid import BEVGrid
+
+
+
+def camera_rig(n_cams: int, image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cameras 1.5 m up, evenly spaced in yaw, pinhole with a 90 deg horizontal field of view.
+
+    Returns intrinsics (N, 3, 3) and ego_T_camera (N, 4, 4) (camera: x right, y down, z forward).
+    """
+    h, w = image_size
+    f = w / 2
+    K = torch.tensor([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]).repeat(n_cams, 1, 1)
+    Ts = []
+    for i in range(n_cams):
+        yaw = 2 * math.pi * i / n_cams
+        c, s = math.cos(yaw), math.sin(yaw)
+        fwd, right, down = torch.tensor([c, s, 0.0]), torch.tensor([s, -c, 0.0]), torch.tensor([0, 0, -1.0])
+        T = torch.eye(4)
+        T[:3, 0], T[:3, 1], T[:3, 2] = right, down, fwd
+        T[:3, 3] = torch.tensor([0.5 * c, 0.5 * s, 1.5])
+        Ts.append(T)
+    return K, torch.stack(Ts)
+
+
+def random_gt(n: int, extent: float, gen: torch.Generator) -> GroundTruth:
+    xy = (torch.rand(n, 2, generator=gen) * 2 - 1) * extent * 0.8
+    size = torch.tensor([4.5, 1.9, 1.6]) * (0.8 + 0.4 * torch.rand(n, 3, generator=gen))
+    yaw = (torch.rand(n, 1, generator=gen) * 2 - 1) * math.pi
+    vel = torch.randn(n, 2, generator=gen) * 3
+    z = size[:, 2:3] / 2 - 1.8
+    boxes = torch.cat([xy, z, size, yaw, vel], 1)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    attrs = torch.full((n,), -1, dtype=torch.int64)
+    attrs[labels <= 4] = 5  # vehicle.moving
+    return GroundTruth(Boxes3D(boxes), labels, attributes=attrs)
+
+
+def make_batch(*, grid: BEVGrid, batch_size: int = 1, n_cams: int = 2,
+               image_size: tuple[int, int] = (32, 64), boxes_per_frame: int = 4,
+               lidar_per_box: int = 150, lidar_ground: int = 500, seed: int = 0) -> Batch:
+    """Frames whose LiDAR/radar points actually come from the GT boxes (so overfitting can work)."""
+    gen = torch.Generator().manual_seed(seed)
+    extent = min(grid.x_range[1], grid.y_range[1])
+    gts, lidar, radar = [], [], []
+    for _ in range(batch_size):
+        gt = random_gt(boxes_per_frame, extent, gen)
+        b = gt.boxes.tensor
+        local = (torch.rand(boxes_per_frame, lidar_per_box, 3, generator=gen) - 0.5) * b[:, None, 3:6]
+        c, s = torch.cos(b[:, 6])[:, None], torch.sin(b[:, 6])[:, None]
+        pts = torch.stack([c * local[..., 0] - s * local[..., 1] + b[:, None, 0],
+                           s * local[..., 0] + c * local[..., 1] + b[:, None, 1],
+                           local[..., 2] + b[:, None, 2]], -1).reshape(-1, 3)
+        ground = torch.cat([(torch.rand(lidar_ground, 2, generator=gen) * 2 - 1) * extent,
+                            torch.full((lidar_ground, 1), -1.8)], 1)
+        xyz = torch.cat([pts, ground])
+        extra = torch.rand(len(xyz), len(LIDAR_FIELDS) - 3, generator=gen)
+        lidar.append(torch.cat([xyz, extra], 1))
+        r = torch.zeros(boxes_per_frame * 3, len(RADAR_FIELDS))
+        rb = b.repeat_interleave(3, 0)
+        r[:, 0:3] = rb[:, 0:3] + torch.randn(len(rb), 3, generator=gen) * 0.3
+        r[:, 3] = 10.0  # rcs
+        r[:, 4:6] = rb[:, 7:9]  # compensated velocity (full vector: easy mode for tests)
+        radar.append(r)
+        gts.append(gt)
+    K, T = camera_rig(n_cams, image_size)
+    images = torch.randint(0, 255, (batch_size, n_cams, 3, *image_size), generator=gen,
+                           dtype=torch.uint8)
+    return Batch(
+        tokens=[f"t{i}" for i in range(batch_size)],
+        timestamps=torch.arange(batch_size, dtype=torch.int64),
+        global_T_ego=torch.eye(4, dtype=torch.float64).repeat(batch_size, 1, 1),
+        lidar_points=lidar, lidar_mask=torch.ones(batch_size, dtype=torch.bool),
+        radar_points=radar, radar_mask=torch.ones(batch_size, dtype=torch.bool),
+        images=images, camera_mask=torch.ones(batch_size, n_cams, dtype=torch.bool),
+        intrinsics=K.repeat(batch_size, 1, 1, 1), ego_T_camera=T.repeat(batch_size, 1, 1, 1),
+        img_aug=torch.eye(3).repeat(batch_size, n_cams, 1, 1),
+        camera_channels=tuple(f"CAM{i}" for i in range(n_cams)),
+        lidar_fields=LIDAR_FIELDS, radar_fields=RADAR_FIELDS, gt=gts)
+
+
+TINY_GRID = BEVGrid(x_range=(-12.8, 12.8), y_range=(-12.8, 12.8), z_range=(-3.0, 1.0),
+                    cell_size=0.8, voxel_z=4.0)
+
+
+def tiny_config(modalities=("camera", "lidar", "radar")) -> ModelConfig:
+    return ModelConfig(
+        grid=TINY_GRID, modalities=tuple(modalities),
+        camera=CameraConfig(image_size=(32, 64), stem_channels=8, stage_channels=(8, 16, 16),
+                            fpn_channels=16, feature_stride=8, depth_bins=(1.0, 17.0, 1.0),
+                            context_channels=8, out_channels=16),
+        lidar=LidarConfig(voxel_z=0.5, channels=(8, 16), out_channels=16, max_voxels=5000),
+        radar=RadarConfig(hidden_channels=(16,), out_channels=16),
+        fusion=FusionConfig(channels=16, heads=2, context_blocks=1, modality_dropout=0.0),
+        head=HeadConfig(shared_channels=16, max_objects=32, top_k=50),
+    )
+
+
+@pytest.fixture
+def tiny_batch() -> Batch:
+    return make_batch(grid=TINY_GRID, batch_size=2)
+
+
+class Kit:
+    """The helpers above, handed to tests as the ``kit`` fixture (tests are imported with
+    ``--import-mode=importlib``, so they cannot import this conftest as a module)."""
+
+    grid = TINY_GRID
+    make_batch = staticmethod(make_batch)
+    tiny_config = staticmethod(tiny_config)
+    camera_rig = staticmethod(camera_rig)
+
+
+@pytest.fixture
+def kit() -> Kit:
+    return Kit()

@@ -1,0 +1,124 @@
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from perception.config import config_to_dict, load_config
+from perception.models import ExperimentConfig, FusionDetector, build_model
+from perception.structures import Detections
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SUBSETS = [s for n in (1, 2, 3) for s in itertools.combinations(("camera", "lidar", "radar"), n)]
+
+
+def test_fusion_model_runs_every_sensor_subset_at_inference(kit):
+    torch.manual_seed(0)
+    model = build_model(kit.tiny_config())
+    batch = kit.make_batch(grid=kit.grid, batch_size=1)
+    model.train()
+    model(batch)  # one training pass so BatchNorm statistics are not the init ones
+    seen = {}
+    for subset in SUBSETS:
+        out = model.eval()(batch, modalities=subset)
+        assert out.present.tolist() == [[m in subset for m in model.modalities]]
+        assert len(out.heads) == 6 and torch.isfinite(out.fused).all()
+        seen[subset] = out.fused
+        dets = model.predict(batch, modalities=subset)
+        assert len(dets) == 1 and isinstance(dets[0], Detections)
+    # Different sensors, different features: no subset silently collapses onto another.
+    assert not torch.allclose(seen[("camera",)], seen[("camera", "lidar", "radar")])
+
+
+@pytest.mark.parametrize("modalities", [("camera",), ("lidar",), ("camera", "radar"),
+                                        ("camera", "lidar", "radar")])
+def test_forward_backward_reaches_every_encoder(kit, modalities):
+    torch.manual_seed(0)
+    model = build_model(kit.tiny_config(modalities)).train()
+    batch = kit.make_batch(grid=kit.grid, batch_size=2)
+    out = model(batch)
+    losses = model.loss(out, batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    for m in modalities:
+        grads = [p.grad for p in model.encoders[m].parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), m
+
+
+def test_per_frame_missing_sensors_are_masked(kit):
+    torch.manual_seed(0)
+    model = build_model(kit.tiny_config()).eval()
+    batch = kit.make_batch(grid=kit.grid, batch_size=2)
+    batch = replace(batch, lidar_mask=torch.tensor([False, True]),
+                    lidar_points=[torch.zeros(0, 5), batch.lidar_points[1]],
+                    camera_mask=torch.tensor([[True, True], [False, False]]))
+    out = model(batch)
+    assert out.present.tolist() == [[True, False, True], [False, True, True]]
+    # Frame 0 without LiDAR equals the same frame run alone with camera + radar.
+    single = replace(batch, tokens=batch.tokens[:1], lidar_points=batch.lidar_points[:1],
+                     lidar_mask=batch.lidar_mask[:1], radar_points=batch.radar_points[:1],
+                     radar_mask=batch.radar_mask[:1], images=batch.images[:1],
+                     camera_mask=batch.camera_mask[:1], intrinsics=batch.intrinsics[:1],
+                     ego_T_camera=batch.ego_T_camera[:1], img_aug=batch.img_aug[:1],
+                     gt=batch.gt[:1], timestamps=batch.timestamps[:1])
+    torch.testing.assert_close(model(single, modalities=("camera", "radar")).fused[0],
+                               out.fused[0], atol=1e-5, rtol=1e-5)
+
+
+def test_frame_without_any_requested_sensor_is_an_error(kit):
+    model = build_model(kit.tiny_config(("lidar",))).eval()
+    batch = kit.make_batch(grid=kit.grid, batch_size=1)
+    batch = replace(batch, lidar_mask=torch.tensor([False]))
+    with pytest.raises(ValueError, match="none of the sensors"):
+        model(batch)
+    with pytest.raises(ValueError, match="not built"):
+        model(kit.make_batch(grid=kit.grid), modalities=("radar",))
+
+
+def test_modality_dropout_keeps_at_least_one_sensor(kit):
+    model = build_model(kit.tiny_config())
+    model.modality_dropout = 0.9
+    torch.manual_seed(0)
+    present = torch.ones(500, 3, dtype=torch.bool)
+    present[::2, 0] = False
+    kept = model._drop(present)
+    assert kept.any(1).all() and not (kept & ~present).any()
+    frac = kept.float().mean(0)
+    assert (frac < 0.5).all() and (frac > 0.05).all()
+
+
+def test_overfitting_two_frames_drives_the_loss_down(kit):
+    torch.manual_seed(0)
+    model = build_model(kit.tiny_config(("lidar", "radar"))).train()
+    batch = kit.make_batch(grid=kit.grid, batch_size=2, boxes_per_frame=3, seed=3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(40):
+        losses = model.loss(model(batch), batch)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+    first, last = history[0], history[-1]
+    assert sum(last.values()) < 0.3 * sum(first.values()), (first, last)
+    assert last["loss_heatmap"] < 0.3 * first["loss_heatmap"]
+    assert last["loss_regression"] < 0.5 * first["loss_regression"]
+
+
+@pytest.mark.parametrize("name", ["nuscenes/fusion", "synthetic/fusion", "synthetic/lidar",
+                                  "synthetic/camera", "synthetic/camera_radar",
+                                  "synthetic/camera_lidar"])
+def test_shipped_configs_load_and_build(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml", ExperimentConfig)
+    model = build_model(cfg.model)
+    assert isinstance(model, FusionDetector)
+    assert model.modalities == tuple(m for m in ("camera", "lidar", "radar")
+                                     if m in cfg.model.modalities)
+    if name.startswith("synthetic/") and name != "synthetic/fusion":
+        fusion = load_config(CONFIGS / "synthetic/fusion.yaml", ExperimentConfig)
+        a, b = config_to_dict(cfg), config_to_dict(fusion)
+        a["model"].pop("modalities"), b["model"].pop("modalities")
+        assert a == b  # baselines differ from the fusion model in the sensors only

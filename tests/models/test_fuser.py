@@ -1,0 +1,45 @@
+import torch
+
+from perception.models.fusion import AttentionFuser
+from perception.models.outputs import BEVFeatures
+
+
+def _bevs(b=2, h=6, w=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda c: BEVFeatures(torch.randn(b, c, h, w, generator=g), torch.ones(b, h, w, dtype=torch.bool))
+    return {"camera": mk(4), "lidar": mk(6), "radar": mk(3)}
+
+
+def _fuser():
+    torch.manual_seed(0)
+    f = AttentionFuser(in_channels={"camera": 4, "lidar": 6, "radar": 3}, channels=8, heads=2,
+                       context_blocks=1)
+    return f.eval()
+
+
+def test_absent_modality_is_masked_not_zero_filled():
+    fuser, bevs = _fuser(), _bevs()
+    present = torch.tensor([[True, False, True], [True, True, True]])
+    out = fuser(bevs, present)
+    # Changing the absent sensor's features must not change frame 0 at all.
+    bevs2 = dict(bevs, lidar=BEVFeatures(bevs["lidar"].features * 7 + 3, bevs["lidar"].valid))
+    out2 = fuser(bevs2, present)
+    torch.testing.assert_close(out[0], out2[0])
+    assert not torch.allclose(out[1], out2[1])
+    # Same frame computed without passing lidar at all: identical.
+    only = {k: v for k, v in bevs.items() if k != "lidar"}
+    torch.testing.assert_close(fuser(only, present)[0], out[0])
+
+
+def test_cells_without_any_valid_modality_are_zero_and_gradients_flow():
+    fuser = _fuser().train()
+    bevs = _bevs()
+    valid = torch.ones(2, 6, 5, dtype=torch.bool)
+    valid[:, :, :2] = False
+    bevs = {"camera": BEVFeatures(bevs["camera"].features.requires_grad_(), valid),
+            "lidar": BEVFeatures(bevs["lidar"].features, valid)}
+    out = fuser(bevs, torch.tensor([[True, True, False]] * 2))
+    assert (out[:, :, :, :2] == 0).all() and out[:, :, :, 2:].abs().sum() > 0
+    out.sum().backward()
+    assert torch.isfinite(bevs["camera"].features.grad).all()
+    assert fuser.k.weight.grad.abs().sum() > 0

@@ -1,0 +1,127 @@
+import math
+
+import torch
+
+from perception.models.heads import (
+    CenterHead,
+    assign_targets,
+    decode_codes,
+    encode_boxes,
+    gaussian_focal_loss,
+    gaussian_radius,
+)
+from perception.models.outputs import HeadOutput
+from perception.structures import Boxes3D, GroundTruth
+from perception.structures.grid import BEVGrid
+from perception.structures.labels import DETECTION_CLASSES
+
+GRID = BEVGrid(x_range=(-16.0, 16.0), y_range=(-16.0, 16.0), z_range=(-3.0, 1.0), cell_size=0.5,
+               voxel_z=4.0)
+GROUPS = (("car",), ("truck", "construction_vehicle"), ("bus", "trailer"), ("barrier",),
+          ("motorcycle", "bicycle"), ("pedestrian", "traffic_cone"))
+
+
+def _gt():
+    boxes = torch.tensor([
+        [3.3, -4.7, -0.9, 4.5, 1.9, 1.6, 0.3, 2.0, -1.0],        # car
+        [-10.2, 7.9, -0.5, 10.0, 2.8, 3.5, -2.9, float("nan"), float("nan")],  # truck, v unknown
+        [0.6, 0.6, -1.2, 0.7, 0.6, 1.7, math.pi - 0.01, 0.5, 0.2],   # pedestrian
+        [0.1, 12.4, -1.4, 0.4, 0.4, 1.0, 0.0, 0.0, 0.0],           # traffic cone
+        [40.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 0.0, 0.0],            # outside the grid
+    ])
+    labels = torch.tensor([0, 1, 5, 8, 0])
+    attrs = torch.tensor([5, 6, 2, -1, 5])
+    return GroundTruth(Boxes3D(boxes), labels, attributes=attrs)
+
+
+def _head():
+    return CenterHead(in_channels=8, grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
+                      shared_channels=8, head_channels=8, min_overlap=0.1, min_radius=2,
+                      max_objects=16, heatmap_weight=1.0, regression_weight=0.25,
+                      attribute_weight=0.2, code_weights=(1.0,) * 10, score_threshold=0.3,
+                      top_k=100, max_detections=50, nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4))
+
+
+def test_encode_decode_codes_round_trip():
+    boxes = _gt().boxes.tensor[[0, 2, 3]]
+    cells, codes, inside = encode_boxes(boxes, GRID)
+    assert inside.all() and ((codes[:, :2] >= 0) & (codes[:, :2] < 1)).all()
+    back = decode_codes(cells, codes, GRID)
+    torch.testing.assert_close(back[:, :6], boxes[:, :6], atol=1e-5, rtol=1e-5)
+    d_yaw = torch.remainder(back[:, 6] - boxes[:, 6] + math.pi, 2 * math.pi) - math.pi
+    assert d_yaw.abs().max() < 1e-5
+    torch.testing.assert_close(back[:, 7:], boxes[:, 7:])
+
+
+def test_targets_heatmap_peaks_masks_and_nan_velocity():
+    t = assign_targets([_gt()], grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
+                       min_overlap=0.1, min_radius=2, max_objects=16)
+    car, truck, ped = t[0], t[1], t[5]
+    assert int(car.mask.sum()) == 1  # the car outside the grid is dropped
+    assert int(ped.mask.sum()) == 2 and ped.label[0, :2].tolist() == [0, 1]
+    # Heatmap is exactly 1 at the centre cell and nowhere else for a lone object.
+    r, c = int(car.index[0, 0]) // GRID.width, int(car.index[0, 0]) % GRID.width
+    assert car.heatmap[0, 0, r, c] == 1 and int((car.heatmap == 1).sum()) == 1
+    assert 0 < car.heatmap[0, 0, r, c + 1] < 1 and car.heatmap[0, 0, r, c + 10] == 0
+    assert truck.reg_valid[0, 0, :8].all() and not truck.reg_valid[0, 0, 8:].any()
+    assert torch.isfinite(truck.regression).all()
+    assert car.attribute[0, 0] == 5 and ped.attribute[0, 1] == -1
+
+
+def test_gaussian_radius_grows_with_size_and_shrinks_with_overlap():
+    r = gaussian_radius(torch.tensor([2.0, 8.0]), torch.tensor([2.0, 8.0]), 0.1)
+    assert r[1] > r[0] > 0
+    assert gaussian_radius(torch.tensor(8.0), torch.tensor(8.0), 0.7) < r[1]
+
+
+def test_perfect_maps_decode_back_to_the_ground_truth():
+    """Target encoding -> ideal head maps -> decode (top-k, NMS) gives the GT boxes back."""
+    gt = _gt()
+    head = _head()
+    targets = assign_targets([gt], grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
+                             min_overlap=0.1, min_radius=2, max_objects=16)
+    outs = []
+    for t in targets:
+        heat = torch.where(t.heatmap == 1, 10.0, -10.0 + 5 * t.heatmap)
+        reg = torch.zeros(1, 10, GRID.height * GRID.width)
+        attr = torch.zeros(1, 8, GRID.height * GRID.width)
+        n = int(t.mask.sum())
+        reg[0, :, t.index[0, :n]] = t.regression[0, :n].T
+        valid_attr = t.attribute[0, :n] >= 0
+        attr[0, t.attribute[0, :n][valid_attr], t.index[0, :n][valid_attr]] = 5.0
+        outs.append(HeadOutput(heat, reg.view(1, 10, *GRID.shape), attr.view(1, 8, *GRID.shape)))
+    det = head.decode(tuple(outs))[0]
+    assert len(det) == 4
+    inside = gt[torch.tensor([0, 1, 2, 3])]
+    order = torch.argsort(det.labels * 100 + det.boxes.x)  # match by (label, x)
+    ref = torch.argsort(inside.labels * 100 + inside.boxes.x)
+    d, g = det[order], inside[ref]
+    assert d.labels.tolist() == g.labels.tolist()
+    torch.testing.assert_close(d.boxes.tensor[:, :6], g.boxes.tensor[:, :6], atol=1e-4, rtol=1e-4)
+    known = torch.isfinite(g.boxes.tensor[:, 7])
+    torch.testing.assert_close(d.boxes.tensor[known, 7:], g.boxes.tensor[known, 7:])
+    # Cones carry no attribute; the others decode theirs.
+    assert d.attributes.tolist() == g.attributes.tolist()
+    assert (d.scores > 0.99).all()
+
+
+def test_gaussian_focal_loss_values():
+    target = torch.tensor([1.0, 0.5, 0.0])
+    logits = torch.tensor([0.0, 0.0, 0.0])
+    loss, npos = gaussian_focal_loss(logits, target)
+    # pos: -log(.5) * .5^2; neg (0.5): -log(.5) * .5^2 * .5^4; neg (0): -log(.5) * .5^2
+    expect = math.log(2) * 0.25 * (1 + 0.5 ** 4 + 1)
+    assert math.isclose(float(loss), expect, rel_tol=1e-5) and float(npos) == 1
+    good, _ = gaussian_focal_loss(torch.tensor([8.0, -2.0, -8.0]), target)
+    assert good < loss / 10
+
+
+def test_head_loss_is_finite_with_nan_velocity_and_backpropagates():
+    head = _head().train()
+    x = torch.randn(1, 8, *GRID.shape, requires_grad=True)
+    losses = head.loss(head(x), [_gt()])
+    assert set(losses) == {"loss_heatmap", "loss_regression", "loss_attribute"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -1,0 +1,46 @@
+import torch
+
+from perception.models.detector import build_lidar, build_radar
+from perception.models.radar import RAW_CHANNELS
+
+
+def test_lidar_encoder_forward_backward_with_a_missing_frame(kit):
+    TINY_GRID, make_batch, tiny_config, camera_rig = kit.grid, kit.make_batch, kit.tiny_config, kit.camera_rig
+    enc = build_lidar(tiny_config(("lidar",)))
+    batch = make_batch(grid=TINY_GRID, batch_size=2)
+    present = torch.tensor([True, False])
+    feats, coords = enc.voxelize(batch.lidar_points, present)
+    assert (coords[:, 0] == 0).all() and len(feats) > 100
+    # The offset columns say where the mean point sits inside its voxel: within half a voxel.
+    half = torch.tensor(enc.voxel_size) / 2
+    assert (feats[:, -3:].abs() <= half + 1e-5).all()
+    bev = enc(batch.lidar_points, present)
+    assert bev.features.shape == (2, enc.out_channels, *TINY_GRID.shape)
+    assert bev.valid[0].all() and not bev.valid[1].any()
+    bev.features[0].sum().backward()
+    assert enc.backbone.stages[0][0][0].weight.grad.abs().sum() > 0
+
+
+def test_lidar_encoder_without_points_returns_zeros_shape(kit):
+    TINY_GRID, make_batch, tiny_config, camera_rig = kit.grid, kit.make_batch, kit.tiny_config, kit.camera_rig
+    enc = build_lidar(tiny_config(("lidar",)))
+    bev = enc([torch.zeros(0, 5)], torch.tensor([True]))
+    assert bev.features.shape == (1, enc.out_channels, *TINY_GRID.shape) and bev.valid.all()
+
+
+def test_radar_raw_velocity_reaches_the_bev_map(kit):
+    TINY_GRID, make_batch, tiny_config, camera_rig = kit.grid, kit.make_batch, kit.tiny_config, kit.camera_rig
+    enc = build_radar(tiny_config(("radar",)))
+    batch = make_batch(grid=TINY_GRID, batch_size=1)
+    pts = torch.zeros(2, len(batch.radar_fields))
+    pts[:, 0:2] = torch.tensor([[3.3, -4.1], [3.5, -4.3]])   # same 0.8 m cell
+    pts[:, 4:6] = torch.tensor([[4.0, -2.0], [6.0, 0.0]])    # vx_comp, vy_comp
+    bev = enc([pts], batch.radar_fields, torch.tensor([True]))
+    assert bev.features.shape == (1, enc.out_channels, *TINY_GRID.shape)
+    row, col = TINY_GRID.xy_to_cell(pts[:1, :2])[0].tolist()
+    raw = bev.features[0, -RAW_CHANNELS:, row, col]
+    scale = enc.max_abs_velocity
+    torch.testing.assert_close(raw, torch.tensor([5.0 / scale, -1.0 / scale, float(torch.log1p(torch.tensor(2.0)))]))
+    assert bev.features[0, -RAW_CHANNELS:].abs().sum() == raw.abs().sum()  # nowhere else
+    bev.features.sum().backward()
+    assert enc.mlp[0].weight.grad.abs().sum() > 0
