@@ -263,10 +263,19 @@ def bench_nms(device: str, repeats: int) -> dict:
     return res
 
 
+def bench_eval(device: str, repeats: int) -> dict:
+    """nuScenes detection metrics: ours vs the devkit's DetectionEval at val scale (CPU work
+    whatever the device: both are numpy)."""
+    from perception.evaluation.bench import run_eval_bench
+
+    return run_eval_bench(repeat=max(1, min(repeats, 3)))
+
+
 BENCHES: dict[str, Callable[[str, int], dict]] = {
     "voxelize": bench_voxelize,
     "bev_pool": bench_bev_pool,
     "nms": bench_nms,
+    "eval": bench_eval,
 }
 
 
@@ -327,7 +336,8 @@ def format_table(results: dict) -> str:
     for name, r in results.items():
         if name == "machine" or not isinstance(r, dict):
             continue
-        o, b = r.get("ours_ms"), r.get("baseline_ms")
+        # The eval entry's baseline is the devkit itself.
+        o, b = r.get("ours_ms"), r.get("baseline_ms", r.get("devkit_ms"))
         ratio = (b / o) if (o and b) else None
         rows.append(f"{name:<10} {_fmt(o, '.2f'):>10} {_fmt(b, '.2f'):>10} "
                     f"{_fmt(ratio, '.2f'):>8} {_fmt(r.get('ours_peak_mb')):>9} "
