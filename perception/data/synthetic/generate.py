@@ -1,0 +1,241 @@
+"""Generate a complete synthetic nuScenes-format dataset: ``generate(out_dir, SynthConfig(...))``.
+
+The output loads with ``nuscenes.nuscenes.NuScenes(config.version, out_dir)`` and evaluates with
+the devkit's ``DetectionEval`` on the standard split names, because the scene names come from the
+devkit's own split lists (``nuscenes.utils.splits``):
+
+- ``v1.0-mini``: ``scenes=None`` -> all 10 mini scenes (mini_train + mini_val);
+- ``v1.0-trainval``: ``scenes=None`` -> ``DEFAULT_TRAINVAL_SCENES`` (20).
+
+Rule for ``n`` scenes (both versions): ``n_val = max(1, round(n * v / (t + v)))`` where t, v are
+the sizes of the version's train and val lists (mini: 8 / 2, trainval: 700 / 150), but at least
+one train scene when n >= 2; then the first ``n - n_val`` names of the train list and the first
+``n_val`` of the val list, in the devkit's order. So 'mini_val' / 'val' always has ground truth.
+
+Every scene is a pure function of (seed, scene name, config), built in its own process
+(``workers``); parallel and serial runs give byte-identical output.
+
+CLI: ``python -m perception.data.synthetic.generate OUT [--version v1.0-mini] [--scenes N] ...``
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+VERSIONS = ("v1.0-mini", "v1.0-trainval")
+DEFAULT_TRAINVAL_SCENES = 20
+TABLE_NAMES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
+               "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate.
+
+    version:       'v1.0-mini' | 'v1.0-trainval' (the tables folder and the split lists used)
+    seed:          master seed; every scene is seeded by (seed, scene name)
+    scenes:        number of scenes, None = the version's default (mini: 10, trainval: 20)
+    duration_s:    seconds per scene (a sample every 0.5 s; 20 s -> 40 samples)
+    image_width, image_height: camera images, pixels
+    actor_density: scales the number of actors in the scenario (1.0 = nuScenes-like)
+    noise:         scales the sensor models' noise (0 = noiseless geometry)
+    sweeps:        also write the non-keyframe files (False: keyframe files only; all
+                   sample_data records are kept, like a keyframe-only nuScenes download)
+    workers:       processes, one scene per process at a time
+    jpeg_quality:  1..100
+    """
+
+    version: str = "v1.0-mini"
+    seed: int = 0
+    scenes: int | None = None
+    duration_s: float = 20.0
+    image_width: int = 640
+    image_height: int = 360
+    actor_density: float = 1.0
+    noise: float = 1.0
+    sweeps: bool = True
+    workers: int = 2
+    jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS}, got {self.version!r}")
+        if self.scenes is not None and self.scenes < 1:
+            raise ValueError("scenes must be >= 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be in 1..100")
+
+
+def _split_lists(version: str) -> tuple[list[str], list[str]]:
+    from nuscenes.utils import splits
+
+    if version == "v1.0-mini":
+        return list(splits.mini_train), list(splits.mini_val)
+    return list(splits.train), list(splits.val)
+
+
+def scene_names(config: SynthConfig) -> list[str]:
+    """The scene names of ``config`` (see the module docstring for the rule), sorted."""
+    train, val = _split_lists(config.version)
+    n = config.scenes
+    if n is None:
+        n = len(train) + len(val) if config.version == "v1.0-mini" else DEFAULT_TRAINVAL_SCENES
+    if n > len(train) + len(val):
+        raise ValueError(f"{config.version} has only {len(train) + len(val)} train+val scenes")
+    n_val = max(1, int(round(n * len(val) / (len(train) + len(val)))))
+    if n >= 2:
+        n_val = min(n_val, n - 1)
+    n_val = min(n_val, len(val))
+    n_train = n - n_val
+    if n_train > len(train):
+        raise ValueError("not enough train scenes")
+    return sorted(train[:n_train] + val[:n_val])
+
+
+def _job(config: SynthConfig, out_dir: str, name: str):
+    from .writer import SceneJob
+
+    return SceneJob(dataroot=out_dir, scene_name=name, seed=config.seed,
+                    duration_s=config.duration_s, image_width=config.image_width,
+                    image_height=config.image_height, actor_density=config.actor_density,
+                    noise=config.noise, sweeps=config.sweeps, jpeg_quality=config.jpeg_quality)
+
+
+def _run_job(job):
+    """Worker entry: one scene, BLAS pinned to one thread (the processes already fill the cores)."""
+    from .writer import write_scene
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:       # pragma: no cover - threadpoolctl ships with the env
+        return job.scene_name, write_scene(job)
+    with threadpool_limits(limits=1):
+        return job.scene_name, write_scene(job)
+
+
+def _clear_previous_output(out_dir: str, version: str) -> None:
+    """Remove the blobs and tables of an earlier synthetic run in ``out_dir`` (recognised by its
+    synthetic_config.yaml), so that e.g. a keyframe-only run leaves no stale sweep files behind.
+    Anything else in the folder is left alone."""
+    import shutil
+
+    if not os.path.exists(os.path.join(out_dir, "synthetic_config.yaml")):
+        return
+    for sub in ("samples", "sweeps", "maps", version):
+        path = os.path.join(out_dir, sub)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+    os.remove(os.path.join(out_dir, "synthetic_config.yaml"))
+
+
+def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(),
+             verbose: bool = True) -> dict:
+    """Write the dataset of ``config`` into ``out_dir`` (created if needed; the output of an
+    earlier synthetic run there is replaced).
+
+    Layout: <out>/<version>/*.json (13 tables), samples/, sweeps/, maps/, synthetic_config.yaml.
+    Returns a summary dict: version, scenes (names), samples, sample_data, sample_annotation,
+    instances, files, seconds, per-stage seconds summed over scenes (``timing``)."""
+    import yaml
+
+    from .writer import standard_tables
+
+    t_start = time.perf_counter()
+    out_dir = os.fspath(out_dir)
+    _clear_previous_output(out_dir, config.version)
+    os.makedirs(out_dir, exist_ok=True)
+    names = scene_names(config)
+    jobs = [_job(config, out_dir, n) for n in names]
+    log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+    log(f"[synthetic] {config.version}: {len(jobs)} scenes x {config.duration_s:g} s, "
+        f"{config.workers} worker(s) -> {out_dir}")
+
+    results = {}
+    if config.workers <= 1 or len(jobs) == 1:
+        for job in jobs:
+            name, res = _run_job(job)
+            results[name] = res
+            log(f"[synthetic]   {name}: {res.stats['seconds']:.1f} s ({len(results)}/{len(jobs)})")
+    else:
+        # fork: workers start instantly and share the already imported modules; every scene
+        # derives all its randomness from (seed, name), so the process layout cannot matter.
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(processes=min(config.workers, len(jobs))) as pool:
+            for name, res in pool.imap_unordered(_run_job, jobs):
+                results[name] = res
+                log(f"[synthetic]   {name}: {res.stats['seconds']:.1f} s ({len(results)}/{len(jobs)})")
+
+    tables = standard_tables()
+    for key in TABLE_NAMES:
+        tables.setdefault(key, [])
+    for name in names:            # merged in scene-name order: independent of completion order
+        for key, recs in results[name].tables.items():
+            tables[key].extend(recs)
+    table_dir = os.path.join(out_dir, config.version)
+    os.makedirs(table_dir, exist_ok=True)
+    for key in TABLE_NAMES:
+        with open(os.path.join(table_dir, f"{key}.json"), "w") as f:
+            json.dump(tables[key], f, indent=0)
+
+    resolved = dataclasses.asdict(config)
+    resolved["scenes"] = len(names)
+    resolved["scene_names"] = names
+    with open(os.path.join(out_dir, "synthetic_config.yaml"), "w") as f:
+        yaml.safe_dump(resolved, f, sort_keys=False)
+
+    timing: dict[str, float] = {}
+    for res in results.values():
+        for k, v in res.stats["timing"].items():
+            timing[k] = timing.get(k, 0.0) + v
+    summary = {
+        "version": config.version, "scenes": names,
+        "samples": len(tables["sample"]), "sample_data": len(tables["sample_data"]),
+        "sample_annotation": len(tables["sample_annotation"]), "instances": len(tables["instance"]),
+        "files": sum(r.stats["files"] for r in results.values()),
+        "seconds": time.perf_counter() - t_start,
+        "scene_seconds": {n: results[n].stats["seconds"] for n in names},
+        "timing": timing,
+        "face_points_dropped": sum(r.stats["face_points_dropped"] for r in results.values()),
+    }
+    log(f"[synthetic] done: {summary['samples']} samples, {summary['sample_data']} sample_data, "
+        f"{summary['sample_annotation']} annotations, {summary['files']} files in "
+        f"{summary['seconds']:.1f} s ({summary['face_points_dropped']} keyframe points dropped "
+        f"for lying within 1 um of a box face)")
+    log("[synthetic] seconds per stage, summed over scenes: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(timing.items(), key=lambda kv: -kv[1])))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Generate a synthetic nuScenes-format dataset.")
+    p.add_argument("out_dir")
+    defaults = SynthConfig()
+    for f in dataclasses.fields(SynthConfig):
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default)
+        elif f.name == "scenes":
+            p.add_argument(flag, type=int, default=None)
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+    p.add_argument("--summary", action="store_true", help="print the dataset summary at the end")
+    args = vars(p.parse_args(argv))
+    out, show = args.pop("out_dir"), args.pop("summary")
+    config = SynthConfig(**args)
+    generate(out, config)
+    if show:
+        from .info import format_summary, summarize
+
+        print(format_summary(summarize(out, config.version)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
