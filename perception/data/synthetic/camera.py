@@ -251,8 +251,15 @@ def _ground_texture(ground: GroundMap, cam_xy: np.ndarray, lighting: Lighting):
     if entry is not None and entry[0] is ids:
         r0, c0, tex = entry[1], entry[2], entry[3]
         th, tw = tex.shape[:2]
-        whole = (th == h and tw == w)
-        if whole or np.all(np.abs(rc - (r0 + th // 2, c0 + tw // 2)) < half // 2):
+        # Reuse the window while the camera stays a margin inside it. A window side that lies on
+        # the raster's edge needs no margin: there is nothing beyond it to show. (Measuring from
+        # the window's centre instead misses for every frame once the window is clipped at an
+        # edge, and re-textures the ground for each image.)
+        margin = half // 2
+        lo = np.array([r0 + margin if r0 > 0 else -np.inf, c0 + margin if c0 > 0 else -np.inf])
+        hi = np.array([r0 + th - margin if r0 + th < h else np.inf,
+                       c0 + tw - margin if c0 + tw < w else np.inf])
+        if np.all((rc >= lo) & (rc <= hi)):
             return tex, r0, c0
     r0 = int(np.clip(rc[0] - half, 0, max(0, h - _GROUND_WINDOW))) if h > _GROUND_WINDOW else 0
     c0 = int(np.clip(rc[1] - half, 0, max(0, w - _GROUND_WINDOW))) if w > _GROUND_WINDOW else 0

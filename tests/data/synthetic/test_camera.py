@@ -343,3 +343,24 @@ def test_speed_smoke(tmp_path: Path):
         write_jpeg(path, img, 90)
         times.append(time.process_time() - s)
     assert np.median(times[2:]) < 0.1
+
+
+def test_ground_texture_window_is_reused_near_a_raster_edge():
+    # A raster larger than the texture window along one axis: the window is clipped at the edge,
+    # and a camera moving a few metres there must keep hitting the cache (it once re-textured the
+    # whole ground for every image, ~4 s each).
+    from perception.data.synthetic import camera as cam_mod
+    from perception.data.synthetic.geometry import MATERIAL, GroundMap
+
+    ids = np.full((1000, cam_mod._GROUND_WINDOW + 77), MATERIAL["road"], dtype=np.uint8)
+    ground = GroundMap(ids, 100.0, 100.0, 0.1)
+    light = Lighting.random(np.random.default_rng(0))
+    x_near_edge = 100.0 + 0.1 * (ids.shape[1] - 900)  # > 1024 cells from the window centre
+    tex, r0, c0 = cam_mod._ground_texture(ground, np.array([x_near_edge, 150.0]), light)
+    assert c0 == ids.shape[1] - cam_mod._GROUND_WINDOW  # clipped at the edge
+    for dx in (0.5, 3.0, 10.0):
+        again = cam_mod._ground_texture(ground, np.array([x_near_edge + dx, 150.0]), light)
+        assert again[0] is tex
+    # Far from the window the texture is rebuilt for the new place.
+    far = cam_mod._ground_texture(ground, np.array([100.0 + 50.0, 150.0]), light)
+    assert far[0] is not tex and far[2] == 0
