@@ -143,6 +143,20 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# metrics
+# ----------------------------------------------------------------------------------------------
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
+    from perception.evaluation.commands import add_metrics_arguments, metrics_command
+
+    p = sub.add_parser(
+        "metrics", help="nuScenes detection metrics of a results JSON (fast, devkit, or both)",
+        description="Writes OUT/metrics_summary.json in the devkit's format. --backend check "
+                    "computes both and fails on any difference above 1e-9.")
+    add_metrics_arguments(p)
+    p.set_defaults(func=metrics_command)
+
+
+# ----------------------------------------------------------------------------------------------
 # bench
 # ----------------------------------------------------------------------------------------------
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +181,114 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the detector (AdamW, one-cycle/cosine, checkpoints, exact resume)",
+        description="Train build_model(cfg.model) for train.max_iters iterations. The work dir gets "
+                    "config.yaml, log.csv, iter_N.pt and latest.pt (written atomically). Values: "
+                    "the config file, then --set, then --dataroot/--version.")
+    p.add_argument("config", type=Path, help="experiment YAML (ExperimentConfig)")
+    p.add_argument("--work-dir", required=True, type=Path, help="output folder")
+    p.add_argument("--dataroot", help="dataset root (overrides data.root)")
+    p.add_argument("--version", help="table version (overrides data.version)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from WORK_DIR/latest.pt")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.max_iters=2000")
+    p.add_argument("--stop-after", type=int, default=None, metavar="ITER",
+                   help="stop (after a checkpoint) at this iteration; --resume continues")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (1 is fastest on a busy shared CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from perception.config import load_config
+    from perception.engine.train import train
+    from perception.models import ExperimentConfig
+
+    overrides = list(args.overrides)
+    if args.dataroot:
+        overrides.append(f"data.root={args.dataroot}")
+    if args.version:
+        overrides.append(f"data.version={args.version}")
+    cfg = load_config(args.config, ExperimentConfig, overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train(cfg, args.work_dir, resume=args.resume, stop_after=args.stop_after,
+                   device=args.device, progress=not args.no_progress)
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
+    print(f"train: iteration {result.iteration}/{cfg.train.max_iters}, "
+          f"{result.seconds_per_iteration:.2f} s/iteration; {losses}")
+    print(f"train: checkpoint {result.checkpoint}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# eval
+# ----------------------------------------------------------------------------------------------
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="run a checkpoint over a split: results_nusc.json + nuScenes metrics",
+        description="Inference over the split, DIR/results_nusc.json in the submission format "
+                    "(global frame), then the detection metrics (DIR/metrics_summary.json) and "
+                    "the per-class table.")
+    p.add_argument("config", type=Path, help="the experiment YAML the checkpoint was trained with")
+    p.add_argument("--checkpoint", required=True, type=Path, help="iter_N.pt / latest.pt")
+    p.add_argument("--dataroot", required=True, type=Path)
+    p.add_argument("--version", required=True)
+    p.add_argument("--split", required=True, help="devkit split, e.g. val, mini_val")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--modalities", default=None,
+                   help="comma-separated subset of the model's sensors, e.g. camera,radar")
+    p.add_argument("--metrics", choices=["fast", "devkit", "check", "none"], default="fast",
+                   help="metrics backend (perception.evaluation); none: results only")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from perception.config import load_config
+    from perception.engine.inference import evaluate_checkpoint
+    from perception.models import ExperimentConfig
+
+    cfg = load_config(args.config, ExperimentConfig, args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mods = None
+    if args.modalities:
+        mods = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    start = time.perf_counter()
+    try:
+        summary = evaluate_checkpoint(
+            cfg, args.checkpoint, args.dataroot, args.version, args.split, args.out,
+            modalities=mods, metrics=args.metrics, device=args.device,
+            batch_size=args.batch_size, num_workers=args.workers)
+    except ValueError as e:
+        print(f"eval: {e}", file=sys.stderr)
+        return 2
+    print(f"eval: wrote {args.out / 'results_nusc.json'}")
+    if summary:
+        from perception.evaluation import format_summary
+
+        print(format_summary(summary))
+        print(f"eval: wrote {args.out / 'metrics_summary.json'}")
+    print(f"eval: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perception",
@@ -175,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_info(sub)
     _add_render(sub)
+    _add_metrics(sub)
     _add_bench(sub)
+    _add_train(sub)
+    _add_eval(sub)
     return parser
 
 

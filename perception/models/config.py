@@ -182,8 +182,89 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class GlobalAugmentConfig:
+    """Global BEV augmentation, applied to every sensor, the GT boxes and the camera extrinsics
+    alike (``perception.data.augment``).
+
+    Attributes:
+        rotation: (min, max) radians, uniform rotation about ego +z.
+        scale: (min, max) uniform scale factor (points, box centres and sizes, velocities).
+        flip_x: probability of mirroring x -> -x.
+        flip_y: probability of mirroring y -> -y.
+        translation_std: (x, y, z) metres, std of a Gaussian translation (0 = none).
+    """
+
+    rotation: tuple[float, float] = (-0.3925, 0.3925)
+    scale: tuple[float, float] = (0.95, 1.05)
+    flip_x: float = 0.5
+    flip_y: float = 0.5
+    translation_std: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class ImageAugmentConfig:
+    """Per-camera image augmentation to the network's ``camera.image_size``, recorded in
+    ``img_aug`` so the lift stays exact.
+
+    Attributes:
+        scale: (min, max) factor on the resize that makes the image cover the network size.
+        crop_y: (min, max) vertical crop anchor: 0 keeps the top rows, 1 the bottom ones.
+        crop_x: (min, max) horizontal crop anchor (0.5 = centred).
+        flip: probability of a horizontal flip.
+        rotation: (min, max) radians, in-plane rotation about the image centre.
+    """
+
+    scale: tuple[float, float] = (0.94, 1.11)
+    crop_y: tuple[float, float] = (0.8, 1.0)
+    crop_x: tuple[float, float] = (0.0, 1.0)
+    flip: float = 0.5
+    rotation: tuple[float, float] = (-0.0942, 0.0942)
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    """Ground-truth copy-paste for LiDAR and radar (SECOND's "GT sampling").
+
+    Attributes:
+        counts: class name -> how many objects of that class a frame should hold after pasting
+            (only the missing ones are pasted); empty = off.
+        min_lidar_points: database entries need at least this many LiDAR points.
+        radar_margin: metres added around a box when collecting its radar returns (radar
+            returns scatter around the surface, often just outside the annotated box).
+        database: path of the database file (built from the training split when missing);
+            relative paths are under the work dir.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    min_lidar_points: int = 5
+    radar_margin: float = 0.5
+    database: str = "gt_database.pt"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation; ``enabled: false`` turns all of it off."""
+
+    enabled: bool = True
+    global_bev: GlobalAugmentConfig = field(default_factory=GlobalAugmentConfig)
+    image: ImageAugmentConfig = field(default_factory=ImageAugmentConfig)
+    paste: PasteConfig = field(default_factory=PasteConfig)
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """Where the frames come from (minimal for now; augmentation settings join later)."""
+    """Where the frames come from and how training sees them.
+
+    Attributes:
+        root, version: the nuScenes-format dataset (``perception train --dataroot/--version``
+            override them).
+        train_split, val_split: devkit split names.
+        lidar_sweeps, radar_sweeps: sweeps aggregated per frame (keyframe included).
+        cbgs: class-balanced grouping and sampling (CenterPoint): frames re-drawn so that every
+            class is seen about equally often.
+        num_workers: DataLoader worker processes (0 = load in the training process).
+        augment: training augmentation.
+    """
 
     root: str = "data/synthetic/mini"
     version: str = "v1.0-mini"
@@ -191,17 +272,59 @@ class DataConfig:
     val_split: str = "mini_val"
     lidar_sweeps: int = 1
     radar_sweeps: int = 1
+    cbgs: bool = False
+    num_workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (minimal for now; the training loop defines the rest)."""
+    """Optimisation (``perception.engine.train``).
+
+    Attributes:
+        batch_size: frames per iteration.
+        max_iters: iterations of the run (the schedule spans exactly these).
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW decoupled weight decay (not applied to norms and biases).
+        betas: AdamW betas.
+        schedule: "onecycle" (cosine ramp from ``lr / 25`` up to ``lr`` over the warm-up, then
+            cosine anneal to ``lr / final_div``) or "cosine" (linear ramp from ``lr / 25``,
+            then the same cosine decay).
+        warmup: fraction of ``max_iters`` spent warming up.
+        final_div: final lr = lr / final_div (both schedules).
+        grad_clip: max global gradient norm (0 = no clipping).
+        amp: mixed precision (float16 autocast + gradient scaling); CUDA only, ignored on CPU.
+        seed: seeds weights, data order and augmentation.
+        deterministic: ask torch for deterministic kernels (slower on CUDA).
+        checkpoint_interval: write ``iter_N.pt`` and ``latest.pt`` every N iterations (and at
+            the end).
+        keep_checkpoints: how many ``iter_N.pt`` to keep (0 = all).
+        log_interval: iterations per CSV row / progress line.
+    """
 
     batch_size: int = 1
+    max_iters: int = 1000
     lr: float = 2e-4
     weight_decay: float = 1e-2
-    epochs: int = 20
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    warmup: float = 0.1
+    final_div: float = 1e3
+    grad_clip: float = 35.0
+    amp: bool = True
     seed: int = 0
+    deterministic: bool = True
+    checkpoint_interval: int = 500
+    keep_checkpoints: int = 3
+    log_interval: int = 10
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.max_iters < 1:
+            raise ValueError("batch_size and max_iters must be >= 1")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of max_iters in [0, 1), got {self.warmup}")
+        if self.checkpoint_interval < 1 or self.log_interval < 1:
+            raise ValueError("checkpoint_interval and log_interval must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -4,27 +4,11 @@
 samples/, sweeps/, maps/) that the devkit's ``NuScenes`` loads and ``DetectionEval`` evaluates;
 ``summarize(dataroot, version)`` measures any nuScenes-format dataset (synthetic or real).
 
-Importing this package is cheap: the names below are resolved on first use (PEP 562), so the
-devkit and the sensor models load only when a dataset is generated or summarized.
+Modules: geometry.py (what sensors see), world.py + layout.py + actors.py (the scenario),
+lidar.py / radar.py / camera.py (sensor models), rig.py (sensor placement), writer.py (one scene
+to files and tables), generate.py (all scenes, in parallel), info.py (summary).
 """
-from __future__ import annotations
+from perception.data.synthetic.generate import SynthConfig, generate
+from perception.data.synthetic.info import format_summary, summarize
 
 __all__ = ["SynthConfig", "generate", "summarize", "format_summary"]
-
-_LAZY = {"SynthConfig": "generate", "generate": "generate", "summarize": "info",
-         "format_summary": "info"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
