@@ -81,10 +81,10 @@ def _same_synth_config(out: Path, wanted: dict) -> bool:
     if not path.is_file() or not (out / wanted["version"]).is_dir():
         return False
     saved = yaml.safe_load(path.read_text()) or {}
-    # The number of worker processes does not change what is written.
-    saved.pop("workers", None)
-    wanted = {k: v for k, v in wanted.items() if k != "workers"}
-    return saved == wanted
+    # The number of worker processes does not change what is written; keys that are not
+    # SynthConfig fields (e.g. the scene names the generator records) are derived from it.
+    keys = [k for k in wanted if k != "workers"]
+    return all(k in saved and saved[k] == wanted[k] for k in keys)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,16 +15,14 @@ one train scene when n >= 2; then the first ``n - n_val`` names of the train lis
 Every scene is a pure function of (seed, scene name, config), built in its own process
 (``workers``); parallel and serial runs give byte-identical output.
 
-CLI: ``python -m perception.data.synthetic.generate OUT [--version v1.0-mini] [--scenes N] ...``
+CLI: ``perception synth --out OUT [--version v1.0-mini] [--scenes N] ...`` (perception/cli.py).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -210,32 +208,3 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(),
     log("[synthetic] seconds per stage, summed over scenes: "
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(timing.items(), key=lambda kv: -kv[1])))
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Generate a synthetic nuScenes-format dataset.")
-    p.add_argument("out_dir")
-    defaults = SynthConfig()
-    for f in dataclasses.fields(SynthConfig):
-        default = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default)
-        elif f.name == "scenes":
-            p.add_argument(flag, type=int, default=None)
-        else:
-            p.add_argument(flag, type=type(default), default=default)
-    p.add_argument("--summary", action="store_true", help="print the dataset summary at the end")
-    args = vars(p.parse_args(argv))
-    out, show = args.pop("out_dir"), args.pop("summary")
-    config = SynthConfig(**args)
-    generate(out, config)
-    if show:
-        from .info import format_summary, summarize
-
-        print(format_summary(summarize(out, config.version)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -663,7 +663,7 @@ class _Builder:
                 rack = self.place_static("static_object.bicycle_rack", rack_size, xy, hh, None, priority=4)
                 if rack is not None:
                     rack_occ = len(self.occ.polys) - 1
-                    u, v = np.array([np.cos(hh), np.sin(hh)]), np.array([-np.sin(hh), np.cos(hh)])
+                    u = np.array([np.cos(hh), np.sin(hh)])
                     for j, bs in enumerate(bikes):
                         # Inside the rack box by construction; the rack's own footprint is skipped.
                         bxy = xy + u * ((j - (nb - 1) / 2) * pitch)

@@ -6,7 +6,6 @@ autograd differentiates it through plain ops.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .geometry import BEVPoolGeometry
