@@ -180,6 +180,8 @@ def _grade(rgb: np.ndarray, lighting: Lighting) -> np.ndarray:
 # Caches: things that depend on the map, intrinsics or lighting only, not on the frame
 # --------------------------------------------------------------------------------------------
 _RAY_CACHE: dict = {}
+_RAY_NORM_CACHE: dict = {}   # id(rays) -> (rays, |rays|)
+_GRASS_CACHE: dict = {}      # lighting -> graded colour of the ground outside the raster
 _NOISE_CACHE: dict = {}
 _GROUND_CACHE: dict = {}
 _ATMOS_STEP = 8  # px between the rays of the coarse sky / haze grid
@@ -239,16 +241,20 @@ def _ground_texture(ground: GroundMap, cam_xy: np.ndarray, lighting: Lighting):
     """Display-ready (h, w, 4) uint8 RGBA texture of the ground raster (or of a window of it around
     the camera if the raster is huge), lit and graded, plus (row0, col0) of the window.
 
-    Cached per raster and lighting: a scene reuses its GroundMap for every snapshot, so the
-    colouring (a lookup over the whole raster) happens once per scene. The grain is seeded by
-    the map, not the frame, so the texture is stable from frame to frame."""
+    Cached per raster, lighting and window: a scene reuses its GroundMap for every snapshot, so the
+    colouring (a lookup over the whole raster) happens once per scene and window. The writer
+    renders one channel after the other, each going through the whole drive, so a camera that
+    crosses from one window into the next comes back to the first one for the next channel: the
+    cache keeps windows (least recently used dropped), not one entry per raster, or every channel
+    re-textures every window (~2.7 s each). The grain is seeded by the map and window, not the
+    frame, so the texture is stable from frame to frame."""
     ids = ground.ids
     h, w = ids.shape
     rc = np.floor((cam_xy[::-1] - (ground.y0, ground.x0)) / ground.resolution).astype(np.int64)
     half = _GROUND_WINDOW // 2
-    key = (id(ids), lighting)
-    entry = _GROUND_CACHE.get(key)
-    if entry is not None and entry[0] is ids:
+    for key, entry in _GROUND_CACHE.items():
+        if key[0] != id(ids) or key[1] != lighting or entry[0] is not ids:
+            continue
         r0, c0, tex = entry[1], entry[2], entry[3]
         th, tw = tex.shape[:2]
         # Reuse the window while the camera stays a margin inside it. A window side that lies on
@@ -260,6 +266,7 @@ def _ground_texture(ground: GroundMap, cam_xy: np.ndarray, lighting: Lighting):
         hi = np.array([r0 + th - margin if r0 + th < h else np.inf,
                        c0 + tw - margin if c0 + tw < w else np.inf])
         if np.all((rc >= lo) & (rc <= hi)):
+            _GROUND_CACHE[key] = _GROUND_CACHE.pop(key)        # most recently used last
             return tex, r0, c0
     r0 = int(np.clip(rc[0] - half, 0, max(0, h - _GROUND_WINDOW))) if h > _GROUND_WINDOW else 0
     c0 = int(np.clip(rc[1] - half, 0, max(0, w - _GROUND_WINDOW))) if w > _GROUND_WINDOW else 0
@@ -276,9 +283,10 @@ def _ground_texture(ground: GroundMap, cam_xy: np.ndarray, lighting: Lighting):
     tex = np.empty(win.shape + (4,), dtype=np.uint8)
     tex[..., :3] = _grade(rgb, lighting)
     tex[..., 3] = 255
-    if len(_GROUND_CACHE) >= 2:
+    # At most two windows (~67 MB each) in memory: enough for a drive that crosses one boundary.
+    while len(_GROUND_CACHE) >= 2:
         _GROUND_CACHE.pop(next(iter(_GROUND_CACHE)))
-    _GROUND_CACHE[key] = (ids, r0, c0, tex)
+    _GROUND_CACHE[(id(ids), lighting, r0, c0)] = (ids, r0, c0, tex)
     return tex, r0, c0
 
 
@@ -653,7 +661,13 @@ def _atmosphere(rot_gc: np.ndarray, cam_z: float, intrinsics: np.ndarray, width:
         return static.copy(), haze_full, clear_full, v0
     # Halo around the sun: a tight core and a wide veil.
     sun_cam = rot_gc.T @ lighting.sun_direction
-    cos_sun = (rays_cam @ sun_cam) / np.linalg.norm(rays_cam, axis=-1)
+    norms = _RAY_NORM_CACHE.get(id(rays_cam))
+    if norms is None or norms[0] is not rays_cam:
+        norms = (rays_cam, np.linalg.norm(rays_cam, axis=-1))
+        if len(_RAY_NORM_CACHE) > 16:
+            _RAY_NORM_CACHE.clear()
+        _RAY_NORM_CACHE[id(rays_cam)] = norms
+    cos_sun = (rays_cam @ sun_cam) / norms[1]
     glow = lighting.sun_glow * (np.exp((cos_sun - 1.0) * 40.0) + 0.3 * np.exp((cos_sun - 1.0) * 4.0))
     if glow.max() < 0.5 / 255.0:
         # Facing away from the sun: the halo would not change a single 8-bit value.
@@ -823,18 +837,24 @@ def render_camera(snapshot: Snapshot, global_T_camera: np.ndarray, intrinsics: n
         image_to_tex = _inv3(ground_to_image @ tex_to_global)
         image_to_tex = image_to_tex @ np.array([[1.0, 0, 0], [0, 1.0, v0], [0, 0, 1.0]])
         # Outside the raster the ground is grass (GroundMap contract).
-        grass = tuple(float(x) for x in _grade(CAMERA_COLOR[_M["grass"]] * (
-            lighting.ambient + lighting.sun_strength * max(0.0, lighting.sun_direction[2])),
-            lighting))
+        grass = _GRASS_CACHE.get(lighting)
+        if grass is None:
+            grass = tuple(float(x) for x in _grade(CAMERA_COLOR[_M["grass"]] * (
+                lighting.ambient + lighting.sun_strength * max(0.0, lighting.sun_direction[2])),
+                lighting)) + (255.0,)
+            if len(_GRASS_CACHE) > 16:
+                _GRASS_CACHE.clear()
+            _GRASS_CACHE[lighting] = grass
         ground_img = cv2.cvtColor(cv2.warpPerspective(
             tex, image_to_tex, (width, height - v0),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=grass + (255.0,)), cv2.COLOR_RGBA2RGB)
+            borderMode=cv2.BORDER_CONSTANT, borderValue=grass), cv2.COLOR_RGBA2RGB)
         if model.shadows and len(parts):
             mask = _shadow_mask(parts, corners, rot, trans, k_mat, width, height, lighting,
                                 model.max_distance)
             if mask is not None:
-                ground_img = cv2.multiply(ground_img, cv2.merge([mask[v0:]] * 3), scale=1.0 / 255.0)
+                ground_img = cv2.multiply(ground_img, cv2.cvtColor(mask[v0:], cv2.COLOR_GRAY2RGB),
+                                          scale=1.0 / 255.0)
         image[v0:] = cv2.blendLinear(ground_img, colour[v0:], clear, haze)
 
     ids = None

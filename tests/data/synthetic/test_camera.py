@@ -364,3 +364,22 @@ def test_ground_texture_window_is_reused_near_a_raster_edge():
     # Far from the window the texture is rebuilt for the new place.
     far = cam_mod._ground_texture(ground, np.array([100.0 + 50.0, 150.0]), light)
     assert far[0] is not tex and far[2] == 0
+
+
+def test_ground_texture_windows_are_kept_when_a_drive_crosses_between_them():
+    # The writer renders one channel after the other, each over the whole drive: a drive that
+    # crosses from one texture window into the next comes back to the first window for the
+    # next channel, which must not re-texture it (~2.7 s per window for a default scene).
+    from perception.data.synthetic import camera as cam_mod
+    from perception.data.synthetic.geometry import MATERIAL, GroundMap
+
+    ids = np.full((1000, cam_mod._GROUND_WINDOW + 2100), MATERIAL["road"], dtype=np.uint8)
+    ground = GroundMap(ids, 0.0, 0.0, 0.1)
+    light = Lighting.random(np.random.default_rng(1))
+    start, end = np.array([50.0, 50.0]), np.array([550.0, 50.0])   # columns 500 and 5500
+    tex_a, _, c0_a = cam_mod._ground_texture(ground, start, light)
+    tex_b, _, c0_b = cam_mod._ground_texture(ground, end, light)
+    assert c0_a == 0 and c0_b == ids.shape[1] - cam_mod._GROUND_WINDOW and tex_b is not tex_a
+    for _ in range(2):                                   # next channels: start, then end again
+        assert cam_mod._ground_texture(ground, start, light)[0] is tex_a
+        assert cam_mod._ground_texture(ground, end, light)[0] is tex_b
