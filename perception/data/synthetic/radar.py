@@ -8,18 +8,31 @@ road edges, and spurious/multipath returns; moving and parked actors give a few 
 
 How a sweep is made (all vectorized over parts / candidate returns; no per-return Python loop):
 1. Parts in the field of view (a wide near lobe and, for the front radar, a narrow far lobe) and in
-   the vertical beam get a detection probability from a simple radar equation (RCS density of the
-   material, RADAR_RCS_DBSM, plus 10 log10 of the visible area, minus 40 log10 of the range) and an
-   expected number of returns growing with the number of resolution cells the visible extent spans
-   and with the material's RCS density (metal gives more). The count is Poisson.
-2. Each return is placed uniformly on a visible (sensor-facing) side face of its part, at a height
-   within the vertical beam, and dropped if the straight line from the sensor to it passes through
-   any other part (3-D slab test): occluded objects give no returns.
-3. Ground/road-edge clutter and spurious returns (random positions in the field of view, weak RCS,
-   static; a few with random Doppler and flagged invalid) fill in, with the same occlusion test.
+   the vertical beam get a mean SNR from a simple radar equation (RCS density of the material,
+   RADAR_RCS_DBSM, plus 10 log10 of the visible area, minus 40 log10 of the range, plus the far
+   lobe's gain). Targets fluctuate (Swerling I): per sweep, each object (all parts of an actor
+   together; each static part alone) draws an exponential power factor and is detected when the
+   fluctuating SNR beats the threshold, so P_d = exp(-1 / snr) (37% at 0 dB, 90% at +10 dB).
+   Pedestrians, cones, bicycles and far objects are therefore often missed; large metal vehicles
+   nearby are nearly always seen. A detected part gives 1 + Poisson returns, more the more range x
+   azimuth resolution cells (ARS408: ~0.4 m x ~3.2 deg near) its visible extent spans and the
+   stronger its material scatters.
+2. Each return is placed on a visible (sensor-facing) side face of its part (for actors up to
+   scatter_depth_m behind it: the metal behind a plastic fascia, wheel houses), at a height within
+   the vertical beam; returns of one object in the same resolution cell merge into one cluster (so
+   a pedestrian gives ~1, a near car a few, a bus many); a return is dropped if the straight line
+   from the sensor to it passes through any other part (3-D slab test): occluded objects give none.
+3. Clutter: rays at random azimuths over the lobes (shared by area: the front's far lobe gets its
+   share) and low heights are cast to their first obstacle; the return lies on the ground / kerb /
+   road edge uniformly in range before it, or, with probability p_facade when the obstacle is
+   static world (facade, wall, pole, tree), on that obstacle. Clutter therefore never appears
+   behind a wall and adds the walls' own returns. Spurious multipath ghosts (random positions in
+   the lobe, behind walls too, random Doppler, a few flagged invalid) complete the sweep. Real
+   sweeps are mostly (~85%) such static-world returns.
 4. Noise: range sigma ~0.2 m, azimuth sigma ~0.3 deg (so the lateral error grows with range), the
    ARS408's output resolution (0.2 m positions, 0.25 m/s relative velocity, 0.5 dBsm RCS), then the
-   nearest max_returns are kept (the sensor reports clusters sorted by range).
+   nearest max_returns are kept (the sensor reports clusters sorted by range), which in a busy
+   scene also drops the farthest targets.
 
 Doppler, as the nuScenes fields define it (sensor frame): with u the unit line of sight,
     vx, vy           = (u . (v_obj - v_sensor)) u      raw radial relative velocity, as a vector
@@ -70,14 +83,17 @@ class RadarModel:
     far_range_m:        reach of the far lobe, metres
     min_range_m:        no return nearer than this (near-field blind zone), metres
     elevation_deg:      half-angle of the vertical beam, degrees
-    snr_offset_db:      radar-equation constant: snr = rcs - 40 log10(range / 10 m) + this
+    snr_offset_db:      radar-equation constant: mean snr = rcs - 40 log10(range / 10 m) + this, dB
+                        above the detection threshold (Swerling I: P_d = exp(-10^(-snr/10)))
     far_gain_db:        extra gain inside the far lobe (narrow, high-gain beam)
-    snr_width_db:       softness of the detection threshold (logistic width), dB
-    az_cell_deg:        azimuth resolution cell, degrees (how many returns a wide target gives)
+    az_cell_deg:        azimuth resolution cell, degrees (returns of one object in a cell merge)
     range_cell_m:       range resolution cell, metres
     returns_per_cell:   expected returns per resolution cell of a 0 dBsm/m^2 surface
-    max_returns_per_part: cap on a single part's expected returns
-    clutter_rate:       expected ground / road-edge clutter returns per sweep (before occlusion)
+    max_returns_per_part: cap on an actor part's expected returns when detected
+    max_returns_static: the same cap for a static part (a long facade spans many cells)
+    scatter_depth_m:    an actor's scattering centres lie up to this far behind its visible face
+    clutter_rate:       expected ground / road-edge / facade clutter returns per sweep
+    p_facade:           share of clutter rays that end on a static obstacle and return from it
     spurious_rate:      expected spurious (multipath / ghost) returns per sweep
     invalid_fraction:   fraction of spurious returns flagged invalid (dropped by the devkit filters)
     range_sigma_m:      range noise sigma, metres (plus range_sigma_rel * range)
@@ -95,14 +111,16 @@ class RadarModel:
     far_range_m: float = 200.0
     min_range_m: float = 0.5
     elevation_deg: float = 14.0
-    snr_offset_db: float = 22.0
+    snr_offset_db: float = 16.0
     far_gain_db: float = 8.0
-    snr_width_db: float = 3.0
-    az_cell_deg: float = 4.0
-    range_cell_m: float = 1.5
-    returns_per_cell: float = 0.25
+    az_cell_deg: float = 3.2
+    range_cell_m: float = 0.4
+    returns_per_cell: float = 0.3
     max_returns_per_part: float = 4.0
+    max_returns_static: float = 6.0
+    scatter_depth_m: float = 0.3
     clutter_rate: float = 80.0
+    p_facade: float = 0.3
     spurious_rate: float = 8.0
     invalid_fraction: float = 0.3
     range_sigma_m: float = 0.15
@@ -120,10 +138,10 @@ class RadarModel:
 
 # RADAR_FRONT: wide near lobe +-45 deg to 70 m and the long-range lobe +-9 deg to 200 m.
 FRONT_RADAR = RadarModel()
-# RADAR_FRONT_LEFT/RIGHT, RADAR_BACK_LEFT/RIGHT: +-60 deg to 70 m, no long-range lobe; fewer
-# clutter returns (real corner sweeps hold ~1/3 of the front's clusters).
+# RADAR_FRONT_LEFT/RIGHT, RADAR_BACK_LEFT/RIGHT: +-60 deg to 70 m, no long-range lobe, so a
+# smaller area of ground and structures: fewer clutter returns than the front.
 CORNER_RADAR = RadarModel(near_fov_deg=60.0, near_range_m=70.0, far_fov_deg=0.0, far_range_m=0.0,
-                          clutter_rate=35.0, spurious_rate=5.0)
+                          clutter_rate=65.0, spurious_rate=5.0)
 
 
 def _in_fov(rng_m: np.ndarray, az: np.ndarray, model: RadarModel) -> np.ndarray:
@@ -134,37 +152,69 @@ def _in_fov(rng_m: np.ndarray, az: np.ndarray, model: RadarModel) -> np.ndarray:
     return (near | far) & (rng_m >= model.min_range_m)
 
 
-def _occluded(origin: np.ndarray, targets: np.ndarray, parts, own: np.ndarray) -> np.ndarray:
-    """(N,) bool: the segment from origin (3,) to each target (N, 3), global frame, passes through a
-    part other than own[n] (-1: none excluded). Vectorized 3-D slab test over (N x M) pairs; the
-    segment stops 5 cm short of the target so a return on a face is not hidden by that face."""
+def _first_hit(origin: np.ndarray, targets: np.ndarray, parts, own: np.ndarray,
+               t_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For segments origin + t (targets[n] - origin), t in [0, t_max[n]): (N,) float, the smallest t
+    at which each enters a part other than own[n] (own empty or -1: none excluded; inf where it
+    enters none), and (N,) int64, that part's index (-1: none).
+
+    Exact 3-D slab test per (segment, part) pair; the pairs are first culled in 2-D by azimuth
+    (a part's bounding circle seen from the origin) and distance, so only a few per segment remain."""
     n, m = len(targets), len(parts)
+    out = np.full(n, np.inf)
+    first = np.full(n, -1, dtype=np.int64)
     if n == 0 or m == 0:
-        return np.zeros(n, dtype=bool)
+        return out, first
     d = targets - origin  # (N, 3)
-    length = np.linalg.norm(d, axis=1)
-    t_end = np.clip(1.0 - 0.05 / np.maximum(length, 1e-6), 0.0, 1.0)
-    cy, sy = np.cos(parts.yaw), np.sin(parts.yaw)
-    ox, oy = origin[0] - parts.center[:, 0], origin[1] - parts.center[:, 1]
-    # Part-local frame (per part): origin p, direction q per (target, part).
-    px, py = cy * ox + sy * oy, -sy * ox + cy * oy  # (M,)
-    pz = origin[2] - parts.center[:, 2]
-    qx = d[:, 0:1] * cy + d[:, 1:2] * sy  # (N, M)
-    qy = -d[:, 0:1] * sy + d[:, 1:2] * cy
-    qz = np.broadcast_to(d[:, 2:3], qx.shape)
-    half = 0.5 * parts.size
-    t_lo = np.zeros(qx.shape)
-    t_hi = np.broadcast_to(t_end[:, None], qx.shape).copy()
+    # 2-D cull: the segment's bearing must lie within the part's bounding circle's angular span,
+    # and the circle must start before the segment ends.
+    cx, cy0 = parts.center[:, 0] - origin[0], parts.center[:, 1] - origin[1]
+    pdist = np.hypot(cx, cy0)
+    rad = 0.5 * np.hypot(parts.size[:, 0], parts.size[:, 1])
+    pang = np.arctan2(cy0, cx)
+    span = np.where(pdist > rad, np.arcsin(np.minimum(rad / np.maximum(pdist, 1e-9), 1.0)), np.pi)
+    seg_len = np.hypot(d[:, 0], d[:, 1]) * t_max
+    seg_ang = np.arctan2(d[:, 1], d[:, 0])
+    dang = np.abs(np.mod(seg_ang[:, None] - pang[None, :] + np.pi, 2 * np.pi) - np.pi)
+    near = pdist - rad
+    si, pi_ = np.nonzero((dang <= span[None, :] + 1e-3) & (near[None, :] < seg_len[:, None]))
+    if len(own):
+        keep = own[si] != pi_
+        si, pi_ = si[keep], pi_[keep]
+    if len(si) == 0:
+        return out, first
+    c, s = np.cos(parts.yaw[pi_]), np.sin(parts.yaw[pi_])
+    ox, oy = -cx[pi_], -cy0[pi_]
+    px, py = c * ox + s * oy, -s * ox + c * oy
+    pz = origin[2] - parts.center[pi_, 2]
+    dx, dy, dz = d[si, 0], d[si, 1], d[si, 2]
+    qx, qy = c * dx + s * dy, -s * dx + c * dy
+    half = 0.5 * parts.size[pi_]
+    t_lo = np.zeros(len(si))
+    t_hi = t_max[si].astype(np.float64).copy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        for p, q, h in ((px, qx, half[:, 0]), (py, qy, half[:, 1]), (pz, qz, half[:, 2])):
+        for p, q, h in ((px, qx, half[:, 0]), (py, qy, half[:, 1]), (pz, dz, half[:, 2])):
             inv = 1.0 / q
             a, b = (-h - p) * inv, (h - p) * inv
             t_lo = np.fmax(t_lo, np.fmin(a, b))
             t_hi = np.fmin(t_hi, np.fmax(a, b))
-    blocked = t_lo < t_hi
-    valid_own = own >= 0
-    blocked[np.flatnonzero(valid_own), own[valid_own]] = False
-    return blocked.any(axis=1)
+    hit = t_lo < t_hi
+    si, pi_, t_lo = si[hit], pi_[hit], t_lo[hit]
+    np.minimum.at(out, si, t_lo)
+    is_first = t_lo == out[si]
+    first[si[is_first]] = pi_[is_first]
+    return out, first
+
+
+def _occluded(origin: np.ndarray, targets: np.ndarray, parts, own: np.ndarray) -> np.ndarray:
+    """(N,) bool: the segment from origin (3,) to each target (N, 3), global frame, passes through a
+    part other than own[n] (-1: none excluded). The segment stops 5 cm short of the target so a
+    return on a face is not hidden by that face."""
+    if len(targets) == 0 or len(parts) == 0:
+        return np.zeros(len(targets), dtype=bool)
+    length = np.linalg.norm(targets - origin, axis=1)
+    t_end = np.clip(1.0 - 0.05 / np.maximum(length, 1e-6), 0.0, 1.0)
+    return np.isfinite(_first_hit(origin, targets, parts, own, t_end)[0])
 
 
 def simulate_radar(snapshot: Snapshot, global_T_sensor: np.ndarray, sensor_velocity: np.ndarray,
@@ -227,30 +277,52 @@ def simulate_radar(snapshot: Snapshot, global_T_sensor: np.ndarray, sensor_veloc
         in_far = (np.abs(az_c) <= np.radians(model.far_fov_deg)) & (model.far_fov_deg > 0)
         snr = (rcs_part - 40.0 * np.log10(np.maximum(dist, 1.0) / 10.0) + model.snr_offset_db
                + np.where(in_far, model.far_gain_db, 0.0))
-        p_det = 1.0 / (1.0 + np.exp(-snr / model.snr_width_db))
-        # Resolution cells the visible extent spans: its angular width and its depth in range.
+        # Swerling-I target: the echo power of a complex target fluctuates from sweep to sweep
+        # (exponentially distributed around its mean) as its scatterers add up with varying
+        # phase. One draw per object (all parts of an actor share it) and per static part;
+        # detected when the fluctuating SNR beats the threshold (snr = 0 dB). Its mean gives
+        # P_d = exp(-1 / snr_lin): 37% at 0 dB, 90% at +10 dB, 4% at -5 dB.
+        inst = parts.instance[k]
+        key = np.where(inst >= 0, inst, -1 - np.arange(len(k)))
+        _, grp = np.unique(key, return_inverse=True)
+        fade = rng.exponential(1.0, int(grp.max()) + 1)[grp]
+        detected = (fade * 10.0 ** (snr / 10.0) > 1.0) & (vis_h > 0)
+        # A detected part gives one return plus more the more resolution cells its visible extent
+        # spans (angular width and depth in range), and the stronger its material scatters.
         cells = (np.degrees((wx + wy) / dist) / model.az_cell_deg
                  + (W * np.abs(uy) + L * np.abs(ux)) / model.range_cell_m)
-        lam = p_det * np.minimum(1.0 + cells * model.returns_per_cell * 10.0 ** (dens / 20.0),
-                                 model.max_returns_per_part)
-        lam = np.where(vis_h > 0, lam, 0.0)
-        n_ret = rng.poisson(lam)
+        extra = np.minimum(cells * model.returns_per_cell * 10.0 ** (dens / 20.0),
+                           np.where(inst >= 0, model.max_returns_per_part, model.max_returns_static) - 1.0)
+        n_ret = np.where(detected, 1 + rng.poisson(np.maximum(extra, 0.0)), 0)
         if n_ret.sum():
             j = np.repeat(np.arange(len(k)), n_ret)  # index into cand for each return
             nr = len(j)
             # Pick the x-face or y-face by projected width, then a uniform spot on it.
             use_x = rng.random(nr) * (wx[j] + wy[j]) < wx[j]
             s = rng.random(nr) - 0.5
-            lx = np.where(use_x, np.sign(ux[j]) * 0.5 * L[j], s * L[j])
-            ly = np.where(use_x, s * W[j], np.sign(uy[j]) * 0.5 * W[j])
+            # Scattering centres of actors sit a little behind the visible face (the metal behind a
+            # plastic fascia, wheel houses, the frame): up to scatter_depth_m, at most half the part.
+            dep = rng.random(nr) * np.where(parts.instance[k[j]] >= 0, model.scatter_depth_m, 0.0)
+            lx = np.where(use_x, np.sign(ux[j]) * (0.5 * L[j] - np.minimum(dep, 0.5 * L[j])), s * L[j])
+            ly = np.where(use_x, s * W[j], np.sign(uy[j]) * (0.5 * W[j] - np.minimum(dep, 0.5 * W[j])))
             gx = parts.center[k[j], 0] + cy[j] * lx - sy[j] * ly
             gy = parts.center[k[j], 1] + sy[j] * lx + cy[j] * ly
             gz = vz_lo[j] + rng.random(nr) * vis_h[j]
-            pos_list.append(np.stack([gx, gy, gz], axis=1))
-            own_list.append(k[j])
-            kind_list.append(np.zeros(nr, dtype=np.int64))
+            # The sensor reports one cluster per resolution cell: returns of the same object (an
+            # actor, or one static part) in the same range x azimuth cell merge into one.
+            gr = np.hypot(gx - origin[0], gy - origin[1])
+            ga = np.mod(np.arctan2(gy - origin[1], gx - origin[0]) - boresight + np.pi, 2 * np.pi)
+            n_az = int(np.ceil(2 * np.pi / np.radians(model.az_cell_deg))) + 1
+            cell = ((grp[j] * (int(max_r / model.range_cell_m) + 2)
+                     + np.floor(gr / model.range_cell_m).astype(np.int64)) * n_az
+                    + np.floor(ga / np.radians(model.az_cell_deg)).astype(np.int64))
+            _, first_of = np.unique(cell, return_index=True)
+            first_of = np.sort(first_of)
+            pos_list.append(np.stack([gx, gy, gz], axis=1)[first_of])
+            own_list.append(k[j][first_of])
+            kind_list.append(np.zeros(len(first_of), dtype=np.int64))
 
-    # ---- 3. ground / road-edge clutter and spurious returns, uniform over the field of view ----
+    # ---- 3. ground / road-edge clutter, facade returns and spurious ghosts over the field of view ----
     n_cl, n_sp = rng.poisson(model.clutter_rate), rng.poisson(model.spurious_rate)
     n_bg = n_cl + n_sp
     if n_bg:
@@ -259,14 +331,43 @@ def simulate_radar(snapshot: Snapshot, global_T_sensor: np.ndarray, sensor_veloc
         in_far = rng.random(n_bg) * (near_share + far_share) >= near_share
         fov = np.radians(np.where(in_far, model.far_fov_deg, model.near_fov_deg))
         rmax = np.where(in_far, model.far_range_m, model.near_range_m)
-        # Uniform in range (not in area): road edges and kerbs line the whole lobe, and real front
-        # sweeps have their median return near 45 m.
-        rr = rng.uniform(model.min_range_m + 2.0, rmax)
+        rmin = model.min_range_m + 2.0
         aa = boresight + (2.0 * rng.random(n_bg) - 1.0) * fov
+        ca, sa = np.cos(aa), np.sin(aa)
         gz = rng.uniform(0.1, 0.6, n_bg)
-        pos_list.append(np.stack([origin[0] + rr * np.cos(aa), origin[1] + rr * np.sin(aa), gz], axis=1))
-        own_list.append(np.full(n_bg, -1, dtype=np.int64))
-        kind_list.append(np.r_[np.ones(n_cl, dtype=np.int64), np.full(n_sp, 2, dtype=np.int64)])
+        rr = rmax.astype(np.float64).copy()
+        facade = np.zeros(n_bg, dtype=bool)
+        own_bg = np.full(n_bg, -1, dtype=np.int64)
+        cl = np.arange(n_bg) < n_cl
+        if n_cl and len(cand):
+            # Clutter comes from what the beam sees: ground, kerbs and road edges up to the first
+            # obstacle along the ray, and the obstacle itself when it is part of the static world
+            # (a facade, wall, pole or tree: each such ray, with probability p_facade, returns
+            # from that surface instead of the ground in front of it).
+            sub = parts.select(cand)
+            ends = np.stack([origin[0] + rmax[cl] * ca[cl], origin[1] + rmax[cl] * sa[cl], gz[cl]], axis=1)
+            t, hit_part = _first_hit(origin, ends, sub, np.zeros(0, dtype=np.int64), np.ones(n_cl))
+            hit = hit_part >= 0
+            stat = hit.copy()
+            stat[hit] = sub.instance[hit_part[hit]] < 0   # the obstacle is static world
+            on_face = stat & (rng.random(n_cl) < model.p_facade)
+            r_hit = np.where(hit, t * rmax[cl], rmax[cl])
+            ground = rmin + rng.uniform(0.0, 1.0, n_cl) * np.maximum(r_hit - rmin, 0.0)
+            r_cl = np.where(on_face, r_hit, ground)
+            rr[cl] = r_cl
+            idx_cl = np.flatnonzero(cl)
+            facade[idx_cl[on_face]] = True
+            own_bg[idx_cl[on_face]] = cand[hit_part[on_face]]
+            # Rays blocked before the blind zone give nothing.
+            rr[idx_cl[hit & ~on_face & (r_hit <= rmin)]] = -1.0
+        else:
+            rr[cl] = rng.uniform(rmin, rmax[cl])
+        # Multipath ghosts: anywhere in the lobe, behind walls too (mirror images of real targets).
+        rr[~cl] = rng.uniform(rmin, rmax[~cl])
+        ok = rr > 0
+        pos_list.append(np.stack([origin[0] + rr * ca, origin[1] + rr * sa, gz], axis=1)[ok])
+        own_list.append(own_bg[ok])
+        kind_list.append(np.where(cl, np.where(facade, 3, 1), 2)[ok])
 
     if not pos_list:
         return np.zeros((0, 18), dtype=np.float32)
@@ -285,7 +386,9 @@ def simulate_radar(snapshot: Snapshot, global_T_sensor: np.ndarray, sensor_veloc
         own_sub = np.full(len(own), -1, dtype=np.int64)
         has = own >= 0
         own_sub[has] = np.searchsorted(cand, own[has])
-        idx = np.flatnonzero(keep)
+        # Clutter rays already end at their first obstacle and facade returns sit on it; ghosts
+        # are not line-of-sight returns. Only the part returns need the test.
+        idx = np.flatnonzero(keep & (kind == 0))
         keep[idx[_occluded(origin, pos[idx], sub, own_sub[idx])]] = False
     pos, own, kind, local, rh, az = (a[keep] for a in (pos, own, kind, local, rh, az))
     n = len(pos)
@@ -321,6 +424,9 @@ def simulate_radar(snapshot: Snapshot, global_T_sensor: np.ndarray, sensor_veloc
         # A return is one scattering centre: the material density plus a few dB for the patch.
         rcs[is_part] = dens + 10.0 * np.log10(np.maximum(parts.size[k, 2], 0.3)) + 2.0
     rcs[kind == 1] = rng.uniform(-4.0, 3.0, int((kind == 1).sum()))
+    # Facade / pole / tree clutter: a patch of the structure, weaker than its specular best.
+    fac = kind == 3
+    rcs[fac] = RADAR_RCS_DBSM[parts.material[own[fac]]] + rng.uniform(-2.0, 6.0, int(fac.sum()))
     rcs[spurious] = rng.uniform(-5.0, 6.0, int(spurious.sum()))
     rcs = np.clip(np.round((rcs + rng.normal(0.0, model.rcs_sigma_db, n)) * 2.0) / 2.0, -64.0, 63.5)
 

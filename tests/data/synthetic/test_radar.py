@@ -243,3 +243,37 @@ def test_corner_model_is_wider_and_shorter():
     assert CORNER_RADAR.near_fov_deg > FRONT_RADAR.near_fov_deg
     assert CORNER_RADAR.max_range_m < FRONT_RADAR.max_range_m
     assert isinstance(CORNER_RADAR, RadarModel)
+
+
+def test_clutter_stops_at_walls():
+    """Clutter rays end at their first obstacle: nothing (but ghosts) behind a wall across the
+    field of view, and some returns from the wall itself (static-world clutter)."""
+    wall = ((20.5, 0.0, 3.0), (1.0, 200.0, 6.0), 0.0, "building", (0, 0, 0), -1)
+    model = dataclasses.replace(FRONT_RADAR, spurious_rate=0.0)
+    pts = np.concatenate([simulate_radar(make_snapshot([wall]), radar_pose(), np.zeros(3),
+                                         np.random.default_rng(s), model) for s in range(5)])
+    assert len(pts) >= 5 * 40
+    assert np.all(pts[:, 0] < 21.0)  # the wall face is at x = 20 m; 1 m for position noise
+    assert np.sum(np.abs(pts[:, 0] - 20.0) < 0.6) >= 20
+
+
+def test_weak_far_targets_often_missed_strong_near_ones_seen():
+    """Swerling-I detection: a car at 12 m is nearly always seen, a pedestrian at 40 m mostly not."""
+    T = radar_pose()
+    ped = [((40.0, 0.0, 0.9), (0.5, 0.6, 1.75), 0.0, "person", (0, 0, 0), 0)]
+    car_hits = ped_hits = 0
+    for s in range(30):
+        p = simulate_radar(make_snapshot(car(12.0, 0.0)), T, np.zeros(3), np.random.default_rng(s), QUIET)
+        car_hits += int(len(p) > 0)
+        p = simulate_radar(make_snapshot(ped), T, np.zeros(3), np.random.default_rng(s), QUIET)
+        ped_hits += int(len(p) > 0)
+    assert car_hits >= 28
+    assert ped_hits <= 15
+
+
+def test_one_cluster_per_resolution_cell():
+    """A pedestrian near the radar fits in one or two resolution cells: a return or two, not many."""
+    ped = [((8.0, 0.0, 0.9), (0.5, 0.6, 1.75), 0.0, "person", (0, 0, 0), 0)]
+    counts = [len(simulate_radar(make_snapshot(ped), radar_pose(), np.zeros(3),
+                                 np.random.default_rng(s), QUIET)) for s in range(20)]
+    assert max(counts) <= 3 and np.mean(counts) > 0.5
