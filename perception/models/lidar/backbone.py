@@ -16,6 +16,15 @@ from perception.models.layers import ConvBNReLU
 def _spconv():
     # Imported on first use, not at package import: camera/radar models (and `import
     # perception.models`) must work where spconv is not installed, e.g. the GPU machine.
+    import warnings
+
+    # spconv 2.3 against torch 2.13 warns on every import and every dense(): deprecated
+    # torch.cuda.amp decorators and list indexing inside spconv itself. Both are harmless here
+    # and would bury a training log; silence exactly those messages, nothing else.
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.custom_(fwd|bwd).*",
+                            category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"Using a non-tuple sequence for multidimensional",
+                            category=UserWarning, module=r"spconv\..*")
     import spconv.pytorch as spconv
 
     return spconv
