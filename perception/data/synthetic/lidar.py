@@ -65,8 +65,8 @@ class LidarModel:
                           distance d) is blocked by the ego car. Defaults reproduce the real sweeps'
                           pattern: rings 0-6 largely blocked (ring 0 only returns abeam), ring 8 (-20 deg) and above free.
     ego_exclusion_half_x/y: points with |x| and |y| (sensor frame) inside these are dropped
-    no_return_placeholders: write an entry for every firing, as the real sensor's files do: rays
-                          with no echo become a point at ``placeholder_xyz`` (sensor frame, metres,
+    write_no_echo_rays: write an entry for every firing, as the real sensor's files do: rays
+                          with no echo become a point at ``no_echo_xyz`` (sensor frame, metres,
                           measured on real nuScenes sweeps) with a random intensity
     """
 
@@ -87,8 +87,8 @@ class LidarModel:
     ego_roof_slope: float = 0.24
     ego_exclusion_half_x: float = 1.0
     ego_exclusion_half_y: float = 2.6
-    no_return_placeholders: bool = True
-    placeholder_xyz: tuple[float, float, float] = (-0.016, -0.205, -0.006)
+    write_no_echo_rays: bool = True
+    no_echo_xyz: tuple[float, float, float] = (-0.016, -0.205, -0.006)
 
     def elevations(self) -> np.ndarray:
         """(beams,) float64 beam elevations, radians, ring 0 first (lowest)."""
@@ -280,7 +280,7 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     excl = (np.abs(pts_s[:, 0]) < model.ego_exclusion_half_x) & (np.abs(pts_s[:, 1]) < model.ego_exclusion_half_y)
     keep &= ~excl
 
-    if not model.no_return_placeholders:
+    if not model.write_no_echo_rays:
         out = np.empty((int(keep.sum()), 5), dtype=np.float32)
         out[:, :3] = pts_s[keep]
         out[:, 3] = inten[keep]
@@ -292,7 +292,7 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     # every ring has exactly `azimuth_steps` entries (34.7k points a sweep). Reproduce that layout,
     # firing order then ring, so that point counts and ring statistics match the real files.
     grid = np.empty((n_az, n_b, 5), dtype=np.float32)
-    grid[..., :3] = np.asarray(model.placeholder_xyz, dtype=np.float32) + rng.normal(
+    grid[..., :3] = np.asarray(model.no_echo_xyz, dtype=np.float32) + rng.normal(
         0.0, 0.002, (n_az, n_b, 3)).astype(np.float32)
     grid[..., 3] = rng.integers(0, 128, (n_az, n_b))
     grid[..., 4] = np.arange(n_b, dtype=np.float32)[None, :]
@@ -302,11 +302,11 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
 
 
 def echo_mask(points: np.ndarray, model: LidarModel = LidarModel()) -> np.ndarray:
-    """(N,) bool: True for real echoes, False for no-return placeholders.
+    """(N,) bool: True for real echoes, False for the entries of rays with no echo.
 
-    Placeholders sit within centimetres of ``model.placeholder_xyz``, inside the ego exclusion zone
+    Those sit within centimetres of ``model.no_echo_xyz``, inside the ego exclusion zone
     where no echo is ever kept, so the split is exact."""
-    d = np.asarray(points)[:, :3] - np.asarray(model.placeholder_xyz, dtype=np.float32)
+    d = np.asarray(points)[:, :3] - np.asarray(model.no_echo_xyz, dtype=np.float32)
     return np.einsum("ij,ij->i", d, d) > 0.1 ** 2
 
 

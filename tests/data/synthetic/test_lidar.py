@@ -154,8 +154,8 @@ def test_ego_exclusion_zone_is_empty():
     outside = ((0.0, -1.6, 1.0), (0.2, 0.2, 2.0), 0.0, "pole")
     model = LidarModel()
     pts = simulate_lidar(make_snapshot([inside, outside]), T, np.random.default_rng(4), model)
-    placeholders = pts[~echo_mask(pts, model)]
-    np.testing.assert_allclose(placeholders[:, :3].mean(0), model.placeholder_xyz, atol=1e-3)
+    no_echo = pts[~echo_mask(pts, model)]
+    np.testing.assert_allclose(no_echo[:, :3].mean(0), model.no_echo_xyz, atol=1e-3)
     pts = pts[echo_mask(pts, model)]
     zone = (np.abs(pts[:, 0]) < model.ego_exclusion_half_x) & (np.abs(pts[:, 1]) < model.ego_exclusion_half_y)
     assert zone.sum() == 0
