@@ -32,6 +32,7 @@ Missing files: a missing *sweep* file (keyframe-only downloads) is skipped and
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection
@@ -248,6 +249,11 @@ class NuScenesDataset(torch.utils.data.Dataset):
         nusc: an already loaded ``NuScenes`` for these tables (saves loading them twice); it is
             not kept.
         verbose: devkit loading verbosity.
+        on_error: what a missing or corrupt keyframe file does. ``"raise"`` (default): a
+            :class:`SensorFileError` naming the file. ``"skip_sensor"``: that sensor is left out
+            of the frame (as if it had failed on the car) and a ``RuntimeWarning`` names the
+            file, so one bad file does not end an evaluation or a replay; the model masks the
+            missing sensor.
 
     ``ds[i]`` returns a :class:`Frame` (see the module docstring for frames and columns).
     """
@@ -264,12 +270,16 @@ class NuScenesDataset(torch.utils.data.Dataset):
         with_gt: bool = True,
         nusc=None,
         verbose: bool = False,
+        on_error: str = "raise",
     ):
         if sweeps < 1 or radar_sweeps < 1:
             raise ValueError(f"sweeps and radar_sweeps must be >= 1, got {sweeps}, {radar_sweeps}")
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
+        if on_error not in ("raise", "skip_sensor"):
+            raise ValueError(f"on_error must be 'raise' or 'skip_sensor', got {on_error!r}")
+        self.on_error = on_error
         self.dataroot = str(Path(dataroot))
         self.version = version
         self.split = split
@@ -304,13 +314,18 @@ class NuScenesDataset(torch.utils.data.Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         rec = self.records[index]
-        lidar = radars = cameras = None
+        lidar = None
+        radars: dict[str, SensorSample] = {}
+        cameras: dict[str, SensorSample] = {}
         if "lidar" in self.modalities and rec.lidar is not None:
-            lidar = self._load_lidar(rec.lidar, rec.timestamp)
+            lidar = self._guarded(self._load_lidar, rec.lidar, rec.timestamp)
         if "radar" in self.modalities:
-            radars = {ch: self._load_radar(r, rec.timestamp) for ch, r in rec.radars.items()}
+            radars = {ch: self._guarded(self._load_radar, r, rec.timestamp)
+                      for ch, r in rec.radars.items()}
         if "camera" in self.modalities:
-            cameras = {ch: self._load_camera(c) for ch, c in rec.cameras.items()}
+            cameras = {ch: self._guarded(self._load_camera, c) for ch, c in rec.cameras.items()}
+        radars = {ch: v for ch, v in radars.items() if v is not None}
+        cameras = {ch: v for ch, v in cameras.items() if v is not None}
         gt = None
         if rec.gt:
             g = rec.gt
@@ -331,10 +346,22 @@ class NuScenesDataset(torch.utils.data.Dataset):
             scene_token=rec.scene_token,
             scene_name=rec.scene_name,
             lidar=lidar,
-            radars=radars or {},
-            cameras=cameras or {},
+            radars=radars,
+            cameras=cameras,
             gt=gt,
         )
+
+    def _guarded(self, load, *args) -> SensorSample | None:
+        """``load(*args)``, or None (with a warning naming the file) when ``on_error`` is
+        ``"skip_sensor"`` and the sensor's keyframe file is missing or corrupt."""
+        try:
+            return load(*args)
+        except SensorFileError as e:
+            if self.on_error == "raise":
+                raise
+            warnings.warn(f"{e}; the sensor is left out of this frame", RuntimeWarning,
+                          stacklevel=2)
+            return None
 
     # ------------------------------------------------------------------ loaders
     def _existing_sweeps(self, rec: _PointSensorRecord, n: int) -> list[_Sweep]:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -150,7 +151,9 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
 
     Args:
         model: a ``FusionDetector`` (put in eval mode here).
-        loader: yields ``Batch`` es (``perception.structures.collate``).
+        loader: yields ``Batch`` es (``perception.structures.collate``), or lists of ``Frame`` s
+            (``build_eval_loader``), which are collated here after frames with none of the
+            requested sensors are set aside: those get empty Detections and a warning.
         device: where the model runs.
         modalities: sensors to use (None = all the model has).
         progress: a progress bar on stderr.
@@ -160,11 +163,33 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
     """
     from tqdm import tqdm
 
+    from perception.structures.batch import collate
+
     model.eval()
+    wanted = set(modalities if modalities is not None else model.modalities)
     out = []
     total = len(loader) if hasattr(loader, "__len__") else None
-    for batch in tqdm(loader, total=total, desc="inference", unit="batch", disable=not progress,
-                      file=sys.stderr, dynamic_ncols=True):
+    for item in tqdm(loader, total=total, desc="inference", unit="batch", disable=not progress,
+                     file=sys.stderr, dynamic_ncols=True):
+        if isinstance(item, list):
+            # Frames (the eval loader's form): a frame whose requested sensors all failed to load
+            # gets no detections and a warning, instead of ending the evaluation.
+            frames = {f.token: f for f in item}
+            usable = [f for f in item if f.modalities & wanted]
+            for f in item:
+                if not f.modalities & wanted:
+                    warnings.warn(f"sample {f.token}: none of the sensors {sorted(wanted)} could "
+                                  "be loaded; it gets no detections", RuntimeWarning, stacklevel=2)
+            dets = {}
+            if usable:
+                batch = collate(usable)
+                for token, d in zip(batch.tokens, model.predict(batch.to(device),
+                                                                modalities=modalities)):
+                    dets[token] = d.to("cpu")
+            for token, f in frames.items():
+                out.append((token, dets.get(token, Detections.cat([])), f.global_T_ego.cpu()))
+            continue
+        batch = item
         dets = model.predict(batch.to(device), modalities=modalities)
         for b, d in enumerate(dets):
             out.append((batch.tokens[b], d.to("cpu"), batch.global_T_ego[b].cpu()))
@@ -184,13 +209,17 @@ def build_eval_loader(cfg, dataroot, version: str, split: str, modalities: Seque
     from perception.structures.batch import collate
 
     d = cfg.data
+    # A corrupt or missing sensor file drops that sensor from its frame (with a warning naming
+    # the file) rather than ending the evaluation: the model masks absent sensors.
     base = NuScenesDataset(dataroot, version, split, sweeps=d.lidar_sweeps,
                            radar_sweeps=d.radar_sweeps, modalities=dataset_modalities(modalities),
-                           nusc=nusc)
+                           nusc=nusc, on_error="skip_sensor")
     image_size = cfg.model.camera.image_size if "camera" in modalities else None
     ds = AugmentedDataset(base, None, image_size)
+    # Lists of frames: run_inference collates them after setting aside frames left with none of
+    # the requested sensors.
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
-                                       num_workers=num_workers, collate_fn=collate)
+                                       num_workers=num_workers, collate_fn=list)
 
 
 def compute_metrics(results_path, dataroot, version: str, split: str, out_dir, *,

@@ -423,3 +423,33 @@ def test_corrupt_and_missing_keyframe_files_raise_clearly(nusc, tmp_path):
     camera.unlink()
     with raises("not found", camera.name):
         ds[3]
+
+
+def test_skip_sensor_leaves_only_the_bad_sensor_out(nusc, tmp_path):
+    root = make_root(tmp_path, real_dirs=("LIDAR_TOP", "CAM_BACK"))
+    strict = NuScenesDataset(root, VERSION, sweeps=1, nusc=nusc)
+    lenient = NuScenesDataset(root, VERSION, sweeps=1, nusc=nusc, on_error="skip_sensor")
+    sample = nusc.get("sample", strict.tokens[3])
+    lidar = root / nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["filename"]
+    camera = root / nusc.get("sample_data", sample["data"]["CAM_BACK"])["filename"]
+    good = strict[3]
+    lidar.unlink()
+    lidar.write_bytes(b"\x00" * 7)  # not a whole number of points
+    camera.unlink()
+    with pytest.raises(SensorFileError):
+        strict[3]
+    with pytest.warns(RuntimeWarning) as record:
+        frame = lenient[3]
+    messages = " ".join(str(w.message) for w in record)
+    assert lidar.name in messages and camera.name in messages
+    assert frame.lidar is None and "CAM_BACK" not in frame.cameras
+    assert frame.modalities == {"radar", "camera"}
+    # Everything else is exactly what the strict reader gives.
+    assert set(frame.cameras) == set(good.cameras) - {"CAM_BACK"}
+    assert torch.equal(frame.cameras["CAM_FRONT"].data, good.cameras["CAM_FRONT"].data)
+    assert torch.equal(frame.radars["RADAR_FRONT"].points, good.radars["RADAR_FRONT"].points)
+    assert torch.equal(frame.gt.boxes.tensor.nan_to_num(), good.gt.boxes.tensor.nan_to_num())
+    # Other frames are untouched.
+    assert torch.equal(lenient[2].lidar.points, strict[2].lidar.points)
+    with pytest.raises(ValueError, match="on_error"):
+        NuScenesDataset(root, VERSION, nusc=nusc, on_error="ignore")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -133,3 +134,42 @@ def test_eval_command_end_to_end(ekit, nusc, tmp_path):
     with pytest.raises(ValueError, match="modalities"):
         evaluate_checkpoint(cfg, tmp_path / "run" / "latest.pt", ekit.dataroot, "v1.0-mini",
                             "mini_val", tmp_path / "e2", modalities=("sonar",), nusc=nusc)
+
+
+def test_eval_survives_corrupt_sensor_files(ekit, nusc, tmp_path):
+    """A corrupt LiDAR file drops LiDAR from that frame only; a frame left with none of the
+    requested sensors gets no detections; the evaluation completes with every sample."""
+    import os
+
+    from perception.engine.train import train
+
+    data = ekit.tiny_experiment(max_iters=1, checkpoint_interval=1)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    cfg = ekit.make_config(data)
+    train(cfg, tmp_path / "run", progress=False, nusc=nusc)
+
+    # A copy of the dataset made of links, with one LiDAR keyframe replaced by garbage.
+    root = tmp_path / "root"
+    for dirpath, _, files in os.walk(ekit.dataroot):
+        rel = os.path.relpath(dirpath, ekit.dataroot)
+        os.makedirs(root / rel, exist_ok=True)
+        for name in files:
+            os.symlink(os.path.join(dirpath, name), root / rel / name)
+    sample = nusc.sample[5]
+    bad = root / nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["filename"]
+    bad.unlink()
+    bad.write_bytes(b"\x01\x02\x03")
+
+    ck = tmp_path / "run" / "latest.pt"
+    with pytest.warns(RuntimeWarning, match=re.escape(bad.name)):
+        summary = evaluate_checkpoint(cfg, ck, root, "v1.0-mini", "mini_val", tmp_path / "e1",
+                                      modalities=("lidar", "radar"), progress=False, nusc=nusc)
+    res = json.loads((tmp_path / "e1" / "results_nusc.json").read_text())
+    assert len(res["results"]) == 41 and "nd_score" in summary
+
+    with pytest.warns(RuntimeWarning, match="no detections"):
+        evaluate_checkpoint(cfg, ck, root, "v1.0-mini", "mini_val", tmp_path / "e2",
+                            modalities=("lidar",), progress=False, nusc=nusc)
+    res = json.loads((tmp_path / "e2" / "results_nusc.json").read_text())
+    assert len(res["results"]) == 41
+    assert res["results"][sample["token"]] == []
