@@ -390,15 +390,20 @@ class NuScenesDataset(torch.utils.data.Dataset):
             out[:, 3] = raw[:, 3]
             out[:, 4] = (t_frame - s.timestamp) * 1e-6
             clouds.append(out)
-        points = np.concatenate(clouds, axis=0)
+        return self._point_sample(rec, used, clouds, LIDAR_FIELDS)
+
+    @staticmethod
+    def _point_sample(rec: _PointSensorRecord, used: list[_Sweep], clouds: list[np.ndarray],
+                      fields: tuple[str, ...]) -> SensorSample:
+        """The aggregated sweeps of a point sensor as a SensorSample stamped at its keyframe."""
         key = used[0]
         return SensorSample(
             channel=rec.channel,
-            data=torch.from_numpy(points),
+            data=torch.from_numpy(np.concatenate(clouds, axis=0)),
             calib=Calibration(ego_T_sensor=key.key_ego_T_sensor, mount_T_sensor=rec.mount_T_sensor),
             timestamp=key.timestamp,
             num_sweeps=len(used),
-            fields=LIDAR_FIELDS,
+            fields=fields,
             token=rec.token,
         )
 
@@ -422,17 +427,7 @@ class NuScenesDataset(torch.utils.data.Dataset):
                               (12, "is_quality_valid")):
                 out[:, col] = pts[name]
             clouds.append(out)
-        points = np.concatenate(clouds, axis=0)
-        key = used[0]
-        return SensorSample(
-            channel=rec.channel,
-            data=torch.from_numpy(points),
-            calib=Calibration(ego_T_sensor=key.key_ego_T_sensor, mount_T_sensor=rec.mount_T_sensor),
-            timestamp=key.timestamp,
-            num_sweeps=len(used),
-            fields=RADAR_FIELDS,
-            token=rec.token,
-        )
+        return self._point_sample(rec, used, clouds, RADAR_FIELDS)
 
     def _load_camera(self, rec: _CameraRecord) -> SensorSample:
         img = read_image_rgb(os.path.join(self.dataroot, rec.filename))
