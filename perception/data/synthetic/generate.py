@@ -167,11 +167,19 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(),
             results[name] = res
             log(f"[synthetic]   {name}: {res.stats['seconds']:.1f} s ({len(results)}/{len(jobs)})")
     else:
-        # fork: workers start instantly and share the already imported modules; every scene
-        # derives all its randomness from (seed, name), so the process layout cannot matter.
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(processes=min(config.workers, len(jobs))) as pool:
-            for name, res in pool.imap_unordered(_run_job, jobs):
+        # A fresh interpreter per worker pool (forkserver, else spawn), never a fork of this
+        # process: the caller may hold threads (a DataLoader, torch's pool, a test runner) whose
+        # locks a forked child would inherit held. ProcessPoolExecutor, unlike Pool, raises
+        # BrokenProcessPool when a worker dies (e.g. killed for memory) instead of waiting
+        # forever. Every scene derives its randomness from (seed, name) alone, so the process
+        # layout cannot change the output.
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)), mp_context=ctx) as pool:
+            for fut in as_completed([pool.submit(_run_job, job) for job in jobs]):
+                name, res = fut.result()
                 results[name] = res
                 log(f"[synthetic]   {name}: {res.stats['seconds']:.1f} s ({len(results)}/{len(jobs)})")
 
