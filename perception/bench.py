@@ -271,11 +271,40 @@ def bench_eval(device: str, repeats: int) -> dict:
     return run_eval_bench(repeat=max(1, min(repeats, 3)))
 
 
+# ----------------------------------------------------------------------------- end to end
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+END_TO_END_CONFIGS = {"synthetic": "synthetic/fusion.yaml", "nuscenes": "nuscenes/fusion.yaml"}
+
+
+def bench_end_to_end(device: str, repeats: int) -> dict:
+    """The whole detector at batch 1, per stage (``perception.engine.latency``), for the CPU-scale
+    synthetic config and the nuScenes-scale one, on a frame of a small synthetic world written
+    to a temporary folder."""
+    import tempfile
+
+    from perception.config import load_config
+    from perception.engine.latency import latency_world, stage_latency
+    from perception.models.config import ExperimentConfig
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="perception-latency-") as tmp:
+        root = latency_world(tmp)
+        for name, rel in END_TO_END_CONFIGS.items():
+            path = os.path.join(CONFIGS_DIR, rel)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"end_to_end needs {path} (run from a source checkout)")
+            cfg = load_config(path, ExperimentConfig)
+            out[name] = stage_latency(cfg, root, device, repeats=max(1, min(repeats, 5)))
+            out[name]["config"] = f"configs/{rel}"
+    return out
+
+
 BENCHES: dict[str, Callable[[str, int], dict]] = {
     "voxelize": bench_voxelize,
     "bev_pool": bench_bev_pool,
     "nms": bench_nms,
     "eval": bench_eval,
+    "end_to_end": bench_end_to_end,
 }
 
 
@@ -334,7 +363,7 @@ def format_table(results: dict) -> str:
     rows = [f"{'op':<10} {'ours ms':>10} {'base ms':>10} {'speedup':>8} {'ours MB':>9} "
             f"{'base MB':>9}"]
     for name, r in results.items():
-        if name == "machine" or not isinstance(r, dict):
+        if name in ("machine", "end_to_end") or not isinstance(r, dict):
             continue
         # The eval entry's baseline is the devkit itself.
         o, b = r.get("ours_ms"), r.get("baseline_ms", r.get("devkit_ms"))
@@ -342,6 +371,10 @@ def format_table(results: dict) -> str:
         rows.append(f"{name:<10} {_fmt(o, '.2f'):>10} {_fmt(b, '.2f'):>10} "
                     f"{_fmt(ratio, '.2f'):>8} {_fmt(r.get('ours_peak_mb')):>9} "
                     f"{_fmt(r.get('baseline_peak_mb')):>9}")
+    for cfg_name, r in results.get("end_to_end", {}).items():
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages_ms"].items())
+        rows.append(f"end_to_end {cfg_name}: {r['total_ms']:.1f} ms/frame ({r['fps']:.2f} fps), "
+                    f"peak {_fmt(r['peak_mb'])} MB; ms per stage: {stages}")
     m = results.get("machine", {})
     rows.append(f"({m.get('device')}: {m.get('gpu', m.get('cpu'))}, {m.get('torch_threads')} "
                 f"threads, torch {m.get('torch')})")
