@@ -107,7 +107,10 @@ class FusionConfig:
     Attributes:
         channels: common channel count of the fused BEV.
         heads: attention heads of the per-cell modality attention.
-        context_blocks: residual 3x3 conv blocks of spatial context after the attention.
+        context_blocks: residual 3x3 conv blocks per level of the spatial context network.
+        context_scales: levels of that network (each halves the resolution and doubles the
+            channels; 1 = all blocks at the grid resolution). The grid's size must be divisible
+            by ``2 ** (context_scales - 1)``.
         modality_dropout: per-frame probability, in training, of dropping each modality
             (at least one always stays), so the fuser never relies on any one sensor.
     """
@@ -115,6 +118,7 @@ class FusionConfig:
     channels: int = 128
     heads: int = 4
     context_blocks: int = 2
+    context_scales: int = 1
     modality_dropout: float = 0.25
 
 

@@ -187,7 +187,8 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
     encoders = {m: builders[m](cfg) for m in MODALITIES if m in cfg.modalities}
     f = cfg.fusion
     fuser = AttentionFuser(in_channels={m: e.out_channels for m, e in encoders.items()},
-                           channels=f.channels, heads=f.heads, context_blocks=f.context_blocks)
+                           channels=f.channels, heads=f.heads, context_blocks=f.context_blocks,
+                           context_scales=f.context_scales)
     h = cfg.head
     head = CenterHead(in_channels=fuser.out_channels, grid=cfg.grid, classes=cfg.classes,
                       class_groups=h.class_groups, shared_channels=h.shared_channels,

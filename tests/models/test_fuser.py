@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from perception.models.fusion import AttentionFuser
+from perception.models.fusion.context import BEVContext
 from perception.models.outputs import BEVFeatures
 
 
@@ -43,3 +45,39 @@ def test_cells_without_any_valid_modality_are_zero_and_gradients_flow():
     out.sum().backward()
     assert torch.isfinite(bevs["camera"].features.grad).all()
     assert fuser.k.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("scales", [1, 2, 3])
+def test_context_levels_keep_the_grid_and_all_learn(scales):
+    torch.manual_seed(0)
+    ctx = BEVContext(8, blocks=2, scales=scales)
+    x = torch.randn(2, 8, 16, 12)
+    y = ctx(x)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    for k, level in enumerate(ctx.levels):
+        # Every level gets a gradient (its first block's last BN: the blocks start as identities),
+        # so the coarse levels reach the output.
+        assert level[0].bn2.weight.grad.abs().sum() > 0, k
+    # A coarse level sees further: a change far from a cell reaches it only with more scales.
+    # (Blocks start as identities; give every BN a unit scale so that the convs count.)
+    for m in ctx.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    ctx.eval()
+    with torch.no_grad():
+        a = ctx(x)
+        x2 = x.clone()
+        x2[:, :, 0, 0] += 10.0
+        b = ctx(x2)
+    reach = (a - b).abs().sum(dim=(0, 1)) > 1e-6
+    assert reach[0, 0] and reach[:5, :5].all()
+    if scales == 1:
+        assert not reach[6:, 6:].any()   # 4 convs: a 9 x 9 neighbourhood at most
+    else:
+        assert reach[6:, 6:].any()
+
+
+def test_context_rejects_an_indivisible_grid():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        BEVContext(8, blocks=1, scales=3)(torch.randn(1, 8, 30, 30))

@@ -5,9 +5,10 @@ mean attends over them (multi-head, softmax over modalities only), with absent m
 invalid cells (e.g. outside every present camera's frustum) masked to -inf, never zero-filled:
 a zero feature is a claim ("empty space"), an absent sensor is no claim. So the fused feature of
 a cell is a convex combination of what *is* there, for any non-empty subset of sensors, and the
-same weights serve every subset (trained with modality dropout). Spatial context comes from
-residual 3x3 conv blocks afterwards (cheap at BEV resolution, and where the sensors' features are
-misaligned by a cell or two, a 3x3 neighbourhood recovers it).
+same weights serve every subset (trained with modality dropout). Spatial context comes from a
+multi-scale residual network afterwards (``context.BEVContext``): heading and velocity are read
+off neighbourhoods several cells wide, and where the sensors' features are misaligned by a cell
+or two, the neighbourhood recovers it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from perception.models.layers import BasicBlock
+from perception.models.fusion.context import BEVContext
 from perception.models.outputs import BEVFeatures
 
 
@@ -24,7 +25,9 @@ class AttentionFuser(nn.Module):
     """Args:
         in_channels: per modality name, its BEV channels (the order is the token order).
         channels: C, the fused width. heads: attention heads (C divisible by heads).
-        context_blocks: residual 3x3 blocks after the attention.
+        context_blocks: residual 3x3 blocks per context level after the attention.
+        context_scales: levels of the multi-scale context network (``BEVContext``; 1 = a plain
+            stack of ``context_blocks`` blocks at the grid resolution).
     Forward: ``bevs`` maps a subset of the modality names to BEVFeatures (B, C_m, H, W);
     ``present`` (B, M) bool says which modality each frame uses (a modality may be computed for
     the batch and still be absent for some frames). Returns (B, C, H, W); cells with no valid
@@ -32,7 +35,7 @@ class AttentionFuser(nn.Module):
     """
 
     def __init__(self, *, in_channels: dict[str, int], channels: int, heads: int,
-                 context_blocks: int):
+                 context_blocks: int, context_scales: int = 1):
         super().__init__()
         if channels % heads:
             raise ValueError(f"fusion channels {channels} not divisible by heads {heads}")
@@ -50,8 +53,7 @@ class AttentionFuser(nn.Module):
         self.v = nn.Conv2d(channels, channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
         self.norm = nn.GroupNorm(1, channels)
-        self.context = nn.Sequential(*[BasicBlock(channels, channels)
-                                       for _ in range(context_blocks)])
+        self.context = BEVContext(channels, blocks=context_blocks, scales=context_scales)
         self.heads = heads
         self.channels = channels
         self.out_channels = channels
