@@ -11,9 +11,13 @@ def test_lidar_encoder_forward_backward_with_a_missing_frame(kit):
     present = torch.tensor([True, False])
     feats, coords = enc.voxelize(batch.lidar_points, present)
     assert (coords[:, 0] == 0).all() and len(feats) > 100
-    # The offset columns say where the mean point sits inside its voxel: within half a voxel.
-    half = torch.tensor(enc.voxel_size) / 2
-    assert (feats[:, -3:].abs() <= half + 1e-5).all()
+    # The offset columns say where the mean point sits inside its voxel: within half a voxel,
+    # in units of the voxel size; coordinates within +-1 of the grid; time lag in units of 0.5 s.
+    assert (feats[:, -3:].abs() <= 0.5 + 1e-5).all()
+    assert feats[:, :3].abs().max() <= 1.0 + 1e-5
+    lag = feats[:, 4]
+    assert lag.min() >= 0 and lag.max() <= batch.lidar_points[0][:, 4].max() / 0.5 + 1e-5
+    assert lag.max() > 1.0    # the test's lags reach ~1 s: scaled, not clipped
     bev = enc(batch.lidar_points, present)
     assert bev.features.shape == (2, enc.out_channels, *TINY_GRID.shape)
     assert bev.valid[0].all() and not bev.valid[1].any()

@@ -21,8 +21,12 @@ class LidarEncoder(nn.Module):
         max_points_per_voxel, max_voxels: hard-voxelization caps, per frame.
         backbone, collapse: built modules.
     Voxel feature (width ``point_features + 3``): the mean of the voxel's points, then the offset
-    of the mean xyz from the voxel centre (metres), which is what tells the network where inside
-    the voxel the surface is.
+    of the mean xyz from the voxel centre, which is what tells the network where inside the voxel
+    the surface is. Every column is brought to order 1 (``feature_scale``): x, y by the grid's
+    half-width, z about the middle of the z range, intensity by 255 (nuScenes' range), time lag
+    by 0.5 s (ten sweeps), offsets by the voxel size. Raw, the time lag (<= 0.5) sat beside
+    coordinates of +-50: its weights had to grow 100x before the sweeps' timing -- the cue for
+    velocity -- could count.
     Forward: points (B lists of (N_b, C)) + present (B,) bool -> BEVFeatures (B, C_out, H, W).
     """
 
@@ -45,6 +49,16 @@ class LidarEncoder(nn.Module):
         self.max_voxels = max_voxels
         self.backbone, self.collapse = backbone, collapse
         self.in_channels = point_features + 3
+        # Per voxel-feature column: (value - shift) * scale (see the class docstring).
+        half = [max(abs(self.point_range[i]), abs(self.point_range[3 + i])) for i in (0, 1)]
+        z_mid = 0.5 * (self.point_range[2] + self.point_range[5])
+        z_half = 0.5 * (self.point_range[5] - self.point_range[2])
+        point_scale = [1 / half[0], 1 / half[1], 1 / z_half, 1 / 255.0, 1 / 0.5]
+        scale = (point_scale + [1.0] * point_features)[:point_features]
+        scale += [1 / v for v in self.voxel_size]
+        shift = [0.0, 0.0, z_mid] + [0.0] * (self.in_channels - 3)
+        self.register_buffer("feature_scale", torch.tensor(scale), persistent=False)
+        self.register_buffer("feature_shift", torch.tensor(shift), persistent=False)
         self.out_channels = collapse.out_channels
 
     def voxelize(self, points: list[Tensor], present: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,7 +74,8 @@ class LidarEncoder(nn.Module):
                                      self.max_points_per_voxel, self.max_voxels)
             mean = vox.sum(1) / num.clamp(min=1).to(vox.dtype)[:, None]
             centre = (idx.flip(1).to(vox.dtype) + 0.5) * vs.to(vox) + lo.to(vox)  # (x, y, z)
-            feats.append(torch.cat([mean, mean[:, :3] - centre], dim=1))
+            f = torch.cat([mean, mean[:, :3] - centre], dim=1)
+            feats.append((f - self.feature_shift.to(f)) * self.feature_scale.to(f))
             coords.append(F.pad(idx.int(), (1, 0), value=b))
         if not feats:
             dev = points[0].device
