@@ -134,7 +134,8 @@ class HeadConfig:
         max_objects: per frame, for target buffers.
         loss weights: heatmap, regression (per-channel weights in ``code_weights``), attribute.
         code_weights: weights of the 10 regression channels
-            (dx, dy, z, log l, log w, log h, sin, cos, vx, vy).
+            (dx, dy, z, log l, log w, log h, sin, cos, vx, vy); velocity is coded in units of
+            5 m/s (``heads.targets.VELOCITY_SCALE``), so 1.0 there is 0.2 per m/s.
         score_threshold, top_k, max_detections: decoding.
         nms_radius: per group, circle-NMS distance (metres); 0 disables NMS for that group
             (CenterPoint keeps peaks only for large classes).
@@ -152,7 +153,7 @@ class HeadConfig:
     heatmap_weight: float = 1.0
     regression_weight: float = 0.25
     attribute_weight: float = 0.2
-    code_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
+    code_weights: tuple[float, ...] = (1.0,) * 10
     score_threshold: float = 0.1
     top_k: int = 500
     max_detections: int = 300

@@ -10,6 +10,7 @@ from perception.models.heads import (
     gaussian_focal_loss,
     gaussian_radius,
 )
+from perception.models.heads.targets import VELOCITY_SCALE
 from perception.models.outputs import HeadOutput
 from perception.structures import Boxes3D, GroundTruth
 from perception.structures.grid import BEVGrid
@@ -51,6 +52,8 @@ def test_encode_decode_codes_round_trip():
     d_yaw = torch.remainder(back[:, 6] - boxes[:, 6] + math.pi, 2 * math.pi) - math.pi
     assert d_yaw.abs().max() < 1e-5
     torch.testing.assert_close(back[:, 7:], boxes[:, 7:])
+    # Velocity is coded in units of VELOCITY_SCALE m/s: the code channels stay of order 1.
+    torch.testing.assert_close(codes[:, 8:], boxes[:, 7:9] / VELOCITY_SCALE)
 
 
 def test_targets_heatmap_peaks_masks_and_nan_velocity():
