@@ -253,6 +253,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--bev-dir", type=Path, default=None,
+                   help="also write a bird's-eye-view PNG per frame here (GT thick, detections thin)")
+    p.add_argument("--bev-min-score", type=float, default=0.3,
+                   help="detections drawn in the --bev-dir pictures score at least this")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -274,11 +278,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         summary = evaluate_checkpoint(
             cfg, args.checkpoint, args.dataroot, args.version, args.split, args.out,
             modalities=mods, metrics=args.metrics, device=args.device,
-            batch_size=args.batch_size, num_workers=args.workers)
+            batch_size=args.batch_size, num_workers=args.workers, bev_dir=args.bev_dir,
+            bev_min_score=args.bev_min_score)
     except ValueError as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
     print(f"eval: wrote {args.out / 'results_nusc.json'}")
+    if args.bev_dir is not None:
+        print(f"eval: wrote {len(list(args.bev_dir.glob('*.png')))} bird's-eye-view pictures to "
+              f"{args.bev_dir}")
     if summary:
         from perception.evaluation import format_summary
 

@@ -146,7 +146,7 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
 
 @torch.no_grad()
 def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | None = None,
-                  progress: bool = True) -> list[tuple[str, Detections, Tensor]]:
+                  progress: bool = True, on_frame=None) -> list[tuple[str, Detections, Tensor]]:
     """Run ``model.predict`` over every batch of ``loader``.
 
     Args:
@@ -157,6 +157,8 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
         device: where the model runs.
         modalities: sensors to use (None = all the model has).
         progress: a progress bar on stderr.
+        on_frame: optional ``f(frame, detections)`` called for every Frame (loaders of Frames
+            only), e.g. to draw it.
     Returns:
         One ``(sample token, Detections in its ego frame (CPU), global_T_ego (4, 4) float64)``
         per sample, in loader order.
@@ -187,7 +189,10 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
                                                                 modalities=modalities)):
                     dets[token] = d.to("cpu")
             for token, f in frames.items():
-                out.append((token, dets.get(token, Detections.cat([])), f.global_T_ego.cpu()))
+                d = dets.get(token, Detections.cat([]))
+                out.append((token, d, f.global_T_ego.cpu()))
+                if on_frame is not None:
+                    on_frame(f, d)
             continue
         batch = item
         dets = model.predict(batch.to(device), modalities=modalities)
@@ -247,10 +252,38 @@ def compute_metrics(results_path, dataroot, version: str, split: str, out_dir, *
     return ev.main(plot_examples=0, render_curves=False)
 
 
+def bev_picture_writer(out_dir, min_score: float = 0.3):
+    """An ``on_frame`` callback writing ``out_dir/NNNN_<token>.png`` per frame: the bird's-eye view
+    (LiDAR, radar with velocities) with the ground truth (thick) and the detections scoring at
+    least ``min_score`` (thin), coloured by class."""
+    import cv2
+
+    from perception.vis.draw import draw_bev
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    count = [0]
+
+    def write(frame, dets: Detections) -> None:
+        keep = dets.scores >= min_score
+        img = draw_bev(frame, pred_boxes=dets.boxes[keep], pred_labels=dets.labels[keep])
+        label = f"{frame.token[:12]}  GT {0 if frame.gt is None else len(frame.gt)}  " \
+                f"detections >= {min_score:g}: {int(keep.sum())}"
+        cv2.putText(img, label, (12, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (235, 235, 235), 2,
+                    cv2.LINE_AA)
+        path = out_dir / f"{count[0]:04d}_{frame.token}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+        count[0] += 1
+
+    return write
+
+
 def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out_dir, *,
                         modalities: Sequence[str] | None = None, metrics: str = "fast",
                         device=None, batch_size: int = 1, num_workers: int = 0,
-                        progress: bool = True, nusc=None) -> dict:
+                        progress: bool = True, nusc=None, bev_dir=None,
+                        bev_min_score: float = 0.3) -> dict:
     """Run a checkpoint over a split, write ``out_dir/results_nusc.json`` and the metrics.
 
     Args:
@@ -259,6 +292,8 @@ def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out
         modalities: sensors to use (a subset of the model's), None = all.
         metrics: "fast" | "devkit" | "check" (``perception.evaluation``), or "none" to stop
             after writing the results.
+        bev_dir: if set, a bird's-eye-view picture per frame there (``bev_picture_writer``),
+            detections from ``bev_min_score``.
     Returns:
         The metrics summary (the devkit's ``metrics_summary.json`` content), {} for "none".
     """
@@ -280,7 +315,9 @@ def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out
         nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
     loader = build_eval_loader(cfg, dataroot, version, split, mods, batch_size=batch_size,
                                num_workers=num_workers, nusc=nusc)
-    items = run_inference(model, loader, device=device, modalities=mods, progress=progress)
+    on_frame = None if bev_dir is None else bev_picture_writer(bev_dir, bev_min_score)
+    items = run_inference(model, loader, device=device, modalities=mods, progress=progress,
+                          on_frame=on_frame)
     out_dir = Path(out_dir)
     path = write_results(to_results(items, results_meta(mods), cfg.model.classes),
                          out_dir / "results_nusc.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -123,11 +124,17 @@ def test_eval_command_end_to_end(ekit, nusc, tmp_path):
     rc = main(["eval", str(cfg_path), "--checkpoint", str(tmp_path / "run" / "latest.pt"),
                "--dataroot", str(ekit.dataroot), "--version", "v1.0-mini", "--split", "mini_val",
                "--out", str(tmp_path / "eval"), "--modalities", "lidar,radar", "--workers", "0",
-               "--threads", "1"])
+               "--threads", "1", "--bev-dir", str(tmp_path / "bev"), "--bev-min-score", "0"])
     assert rc == 0
     res = json.loads((tmp_path / "eval" / "results_nusc.json").read_text())
     assert res["meta"]["use_camera"] is False and res["meta"]["use_lidar"] is True
     assert len(res["results"]) == 41
+    # One bird's-eye-view picture per frame, in split order, named by its sample token.
+    pngs = sorted((tmp_path / "bev").glob("*.png"))
+    assert [p.stem.split("_", 1)[1] for p in pngs] == list(res["results"])
+    assert [int(p.stem.split("_")[0]) for p in pngs] == list(range(41))
+    img = cv2.imread(str(pngs[0]))
+    assert img.shape == (900, 900, 3) and img.std() > 5
     summary = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
     assert "nd_score" in summary and "mean_dist_aps" in summary
     # A modality the model lacks is refused.
