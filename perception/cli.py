@@ -296,6 +296,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="training checkpoint -> weights-only model file (fp16 by default)",
+        description="Keep the model weights, config and iteration of a training checkpoint; drop "
+                    "the optimizer and RNG state. `perception eval --checkpoint` reads the result.")
+    p.add_argument("checkpoint", type=Path, help="iter_N.pt / latest.pt of a training run")
+    p.add_argument("--out", required=True, type=Path, help="the model file to write")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from perception.engine.checkpoint import export_model
+
+    if not args.checkpoint.is_file():
+        print(f"export: no such checkpoint {args.checkpoint}", file=sys.stderr)
+        return 2
+    try:
+        path = export_model(args.checkpoint, args.out, half=not args.fp32)
+    except ValueError as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 2
+    mb = path.stat().st_size / 2**20
+    print(f"export: wrote {path} ({mb:.1f} MB, {'float32' if args.fp32 else 'float16'} weights)")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -309,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_export(sub)
     return parser
 
 

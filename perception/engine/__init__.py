@@ -16,8 +16,8 @@ from importlib import import_module
 _EXPORTS = {
     "train": ["LRSchedule", "TrainResult", "build_optimizer", "build_train_dataset", "make_loader",
               "seed_everything"],
-    "checkpoint": ["atomic_save", "list_checkpoints", "load_checkpoint", "model_state",
-                   "rng_state", "save_checkpoint", "set_rng_state"],
+    "checkpoint": ["atomic_save", "export_model", "list_checkpoints", "load_checkpoint",
+                   "model_state", "rng_state", "save_checkpoint", "set_rng_state"],
     "inference": ["attribute_name", "default_attribute", "detections_to_boxes",
                   "evaluate_checkpoint", "results_meta", "run_inference", "to_results",
                   "write_results"],

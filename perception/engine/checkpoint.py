@@ -99,6 +99,23 @@ def model_state(path_or_state) -> dict:
     return state["model"] if "model" in state and "format" in state else state
 
 
+def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+                 half: bool = True) -> Path:
+    """A training checkpoint -> a weights-only model file to ship or share.
+
+    Keeps the model's state (floating tensors in float16 when ``half``: half the size, and
+    ``load_state_dict`` casts them back to the model's float32), the training config and the
+    iteration; drops the optimizer, schedule and RNG state. ``model_state`` and
+    ``perception eval --checkpoint`` read the result like any checkpoint.
+    """
+    ck = load_checkpoint(checkpoint)
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+             for k, v in ck["model"].items()}
+    return atomic_save({"format": FORMAT, "kind": "model", "model": state,
+                        "config": ck["config"], "iteration": ck["iteration"],
+                        "torch_version": ck.get("torch_version"), "half": half}, out)
+
+
 # ---------------------------------------------------------------------------------------------
 # RNG state, as plain data (weights_only-loadable)
 # ---------------------------------------------------------------------------------------------

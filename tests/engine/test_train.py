@@ -142,3 +142,36 @@ def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):
         train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
     with pytest.raises(FileNotFoundError):
         train(ekit.make_config(data), tmp_path / "empty", resume=True, progress=False, nusc=nusc)
+
+
+def test_export_keeps_the_model_in_half_the_space(tmp_path, ekit, nusc):
+    """`perception export`: fp16 weights + config, no optimizer; the model built from it predicts
+    what the training checkpoint's model predicts (to fp16 rounding)."""
+    from perception.cli import main
+    from perception.engine.checkpoint import model_state
+    from perception.engine.latency import frame_batch
+    from perception.models import build_model
+
+    data = ekit.tiny_experiment(max_iters=2, checkpoint_interval=2)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    cfg = ekit.make_config(data)
+    train(cfg, tmp_path / "run", progress=False, nusc=nusc)
+    ck = tmp_path / "run" / "latest.pt"
+    assert main(["export", str(ck), "--out", str(tmp_path / "model.pt")]) == 0
+    exported = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert "optimizer" not in exported and "rng" not in exported
+    assert exported["config"] == load_checkpoint(ck)["config"] and exported["iteration"] == 2
+    floats = [v for v in exported["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert (tmp_path / "model.pt").stat().st_size < 0.6 * ck.stat().st_size
+
+    batch = frame_batch(cfg, str(ekit.dataroot))
+    outs = []
+    for source in (ck, tmp_path / "model.pt"):
+        model = build_model(cfg.model)
+        model.load_state_dict(model_state(source))
+        model.eval()
+        with torch.no_grad():
+            outs.append(model(batch).heads[0].heatmap)
+    torch.testing.assert_close(outs[0], outs[1], atol=2e-2, rtol=2e-2)
+    assert main(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")]) == 2
