@@ -1,4 +1,4 @@
-"""Per-stage latency of the detector at batch 1: ``stage_latency(cfg, device)``.
+"""Per-stage latency of the detector at batch 1: ``stage_latency(cfg, dataroot, device)``.
 
 Stages (the order a frame goes through them):
 
@@ -131,7 +131,7 @@ def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
         sync()
         return dets
 
-    def timed_decode(acc):
+    def timed_stages(acc):
         with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16,
                                              enabled=bool(half and device == "cuda")):
             with _stage_hooks(model, sync, acc):
@@ -147,7 +147,7 @@ def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
     totals = []
     for _ in range(repeats):
         acc: dict[str, float] = {}
-        timed_decode(acc)
+        timed_stages(acc)
         for k, v in acc.items():
             per_stage.setdefault(k, []).append(v)
         t0 = time.perf_counter()
