@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.setup-done
 DEMO_DATA ?= data/synthetic/demo_val
 DEMO_OUT  ?= outputs/demo
 DEMO_CKPT ?= data/checkpoints/synthetic_fusion.pt
+DEMO_CONFIG ?= configs/synthetic/fusion_interim.yaml
 JOBS   ?= 2
 
 .PHONY: setup demo test clean-demo
@@ -28,7 +29,7 @@ $(STAMP): requirements.txt setup.py
 demo: setup
 	$(VENV)/bin/perception synth --out $(DEMO_DATA) --version v1.0-mini --scenes 1 --seed 1000 --reuse
 	$(VENV)/bin/perception info --dataroot $(DEMO_DATA) --version v1.0-mini
-	$(VENV)/bin/perception eval configs/synthetic/fusion.yaml --checkpoint $(DEMO_CKPT) \
+	$(VENV)/bin/perception eval $(DEMO_CONFIG) --checkpoint $(DEMO_CKPT) \
 		--dataroot $(DEMO_DATA) --version v1.0-mini --split mini_val --out $(DEMO_OUT)/eval \
 		--bev-dir $(DEMO_OUT)/bev
 	$(VENV)/bin/perception render --dataroot $(DEMO_DATA) --version v1.0-mini --split mini_val --index 0 --out $(DEMO_OUT)

@@ -92,12 +92,18 @@ class RadarConfig:
         hidden_channels: widths of the per-point MLP.
         out_channels: channels of the radar BEV map (the raw velocity/count channels included).
         max_abs_velocity: m/s; velocities are divided by it (a scale, not a clip).
+        rcs_scale, time_lag_scale: factors on the RCS (dBsm) and time lag (s) inputs.
+    The defaults bring every input to order 1 (RCS std ~7 dBsm -> ~0.7, velocities up to
+    ~15 m/s -> ~3, lags up to ~0.5 s -> ~1): with RCS raw beside velocities / 20 (std ~0.15) the
+    per-point MLP learned from RCS long before velocity could count (docs/results.md).
     """
 
     point_fields: tuple[str, ...] = ("z", "rcs", "vx_comp", "vy_comp", "time_lag")
     hidden_channels: tuple[int, ...] = (32, 64)
     out_channels: int = 64
-    max_abs_velocity: float = 20.0
+    max_abs_velocity: float = 5.0
+    rcs_scale: float = 0.1
+    time_lag_scale: float = 2.0
 
 
 @dataclass(frozen=True)

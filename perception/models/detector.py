@@ -178,7 +178,8 @@ def build_radar(cfg: ModelConfig) -> RadarEncoder:
     c = cfg.radar
     return RadarEncoder(grid=cfg.grid, point_fields=c.point_fields,
                         hidden_channels=c.hidden_channels, out_channels=c.out_channels,
-                        max_abs_velocity=c.max_abs_velocity)
+                        max_abs_velocity=c.max_abs_velocity, rcs_scale=c.rcs_scale,
+                        time_lag_scale=c.time_lag_scale)
 
 
 def build_model(cfg: ModelConfig) -> FusionDetector:

@@ -122,3 +122,26 @@ def test_shipped_configs_load_and_build(name):
         a, b = config_to_dict(cfg), config_to_dict(fusion)
         a["model"].pop("modalities"), b["model"].pop("modalities")
         assert a == b  # baselines differ from the fusion model in the sensors only
+
+
+def test_shipped_checkpoint_matches_its_config():
+    """`make demo` evaluates data/checkpoints/synthetic_fusion.pt with fusion_interim.yaml: that
+    file must describe the model the checkpoint was trained as, and the weights must load."""
+    from perception.engine.checkpoint import model_state
+
+    path = CONFIGS.parent / "data" / "checkpoints" / "synthetic_fusion.pt"
+    shipped = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = load_config(CONFIGS / "synthetic" / "fusion_interim.yaml", ExperimentConfig)
+    ours = config_to_dict(cfg)["model"]
+
+    def same(trained, now, where="model"):
+        for k, v in trained.items():
+            if isinstance(v, dict):
+                same(v, now[k], f"{where}.{k}")
+            else:
+                assert now[k] == v, f"{where}.{k}: checkpoint {v!r}, config {now[k]!r}"
+    same(shipped["config"]["model"], ours)
+    # Options added after the checkpoint was trained keep the behaviour it was trained with.
+    assert ours["radar"]["rcs_scale"] == 1.0 and ours["radar"]["time_lag_scale"] == 1.0
+    model = build_model(cfg.model)
+    model.load_state_dict(model_state(path))     # strict: every tensor present, same shapes

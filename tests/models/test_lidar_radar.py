@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from perception.models.detector import build_lidar, build_radar
@@ -48,3 +49,20 @@ def test_radar_raw_velocity_reaches_the_bev_map(kit):
     assert bev.features[0, -RAW_CHANNELS:].abs().sum() == raw.abs().sum()  # nowhere else
     bev.features.sum().backward()
     assert enc.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_radar_point_inputs_are_of_order_one(kit):
+    from perception.models.config import RadarConfig
+
+    cfg = RadarConfig()
+    assert (cfg.max_abs_velocity, cfg.rcs_scale, cfg.time_lag_scale) == (5.0, 0.1, 2.0)
+    enc = build_radar(kit.tiny_config(("radar",)))
+    fields = kit.make_batch(grid=kit.grid, batch_size=1).radar_fields
+    p = torch.zeros(1, len(fields))
+    p[0, 0:3] = torch.tensor([3.3, -4.1, 0.6])
+    for name, value in (("rcs", 20.0), ("vx_comp", 10.0), ("vy_comp", -5.0), ("time_lag", 0.25)):
+        p[0, fields.index(name)] = value
+    f, _ = enc.point_features(p, fields)
+    cols = dict(zip(enc.point_fields, f[0, 2:].tolist()))   # after the two in-cell offsets
+    assert cols == pytest.approx({"z": 0.6, "rcs": 2.0, "vx_comp": 2.0, "vy_comp": -1.0,
+                                  "time_lag": 0.5})

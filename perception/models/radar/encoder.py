@@ -29,13 +29,15 @@ class RadarEncoder(nn.Module):
         hidden_channels: per-point MLP widths.
         out_channels: output channels, the last ``RAW_CHANNELS`` of which are the raw
             velocity/count channels.
-        max_abs_velocity: m/s scale for velocity columns.
+        max_abs_velocity: m/s scale for velocity columns (they are divided by it).
+        rcs_scale, time_lag_scale: factors on the ``rcs`` and ``time_lag`` columns.
     Forward: points (B lists of (R_b, C_radar)), fields (column names), present (B,) bool ->
     BEVFeatures (B, out_channels, H, W).
     """
 
     def __init__(self, *, grid: BEVGrid, point_fields: tuple[str, ...],
-                 hidden_channels: tuple[int, ...], out_channels: int, max_abs_velocity: float):
+                 hidden_channels: tuple[int, ...], out_channels: int, max_abs_velocity: float,
+                 rcs_scale: float = 1.0, time_lag_scale: float = 1.0):
         super().__init__()
         if out_channels <= RAW_CHANNELS:
             raise ValueError(f"radar out_channels must exceed {RAW_CHANNELS}")
@@ -45,6 +47,7 @@ class RadarEncoder(nn.Module):
         self.grid = grid
         self.point_fields = tuple(point_fields)
         self.max_abs_velocity = max_abs_velocity
+        self.field_scale = {"rcs": rcs_scale, "time_lag": time_lag_scale}
         layers, c_in = [], 2 + len(point_fields)
         for c in hidden_channels:
             # LayerNorm, not BatchNorm: a frame may have a handful of returns, too few for
@@ -72,6 +75,8 @@ class RadarEncoder(nn.Module):
             v = points[:, fields.index(name)]
             if name in _VELOCITY_FIELDS:
                 v = v / self.max_abs_velocity
+            else:
+                v = v * self.field_scale.get(name, 1.0)
             cols.append(v)
         cols = torch.stack(cols, dim=1) if cols else offset.new_zeros(len(offset), 0)
         cell = rc[:, 0] * self.grid.width + rc[:, 1]
