@@ -40,20 +40,14 @@ def latency_world(out_dir) -> str:
 
 
 def frame_batch(cfg, dataroot: str, version: str = "v1.0-mini"):
-    """The last keyframe of ``dataroot`` (its most previous sweeps) loaded the way ``cfg``
-    trains and evaluates: ``cfg.data``'s sweep counts, images resized to the network input.
-    Returns a Batch of 1."""
-    from perception.data.augment import AugmentedDataset
-    from perception.data.nuscenes import NuScenesDataset
-    from perception.engine.train import dataset_modalities
+    """The last mini_val keyframe of ``dataroot`` (its most previous sweeps) loaded the way
+    ``perception eval`` loads it for ``cfg`` (``build_eval_loader``: the config's sweep counts,
+    images resized to the network input). Returns a Batch of 1."""
+    from perception.engine.inference import build_eval_loader
     from perception.structures.batch import collate
 
-    d, m = cfg.data, cfg.model
-    base = NuScenesDataset(dataroot, version, "mini_val", sweeps=d.lidar_sweeps,
-                           radar_sweeps=d.radar_sweeps, modalities=dataset_modalities(m.modalities),
-                           with_gt=False, verbose=False)
-    image_size = m.camera.image_size if "camera" in m.modalities else None
-    return collate([AugmentedDataset(base, None, image_size)[len(base) - 1]])
+    ds = build_eval_loader(cfg, dataroot, version, "mini_val", cfg.model.modalities).dataset
+    return collate([ds[len(ds) - 1]])
 
 
 def _stage_modules(model) -> dict[str, list[nn.Module]]:
@@ -104,7 +98,7 @@ def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
         device: "cpu" or "cuda".
         repeats: timed runs (after one warm-up) per measurement; medians are reported.
         checkpoint: optional weights (path or state dict file).
-        half: fp16 autocast (default: on CUDA only).
+        half: fp16 autocast (default: on CUDA; never on CPU).
     Returns:
         {"fps", "total_ms", "stages_ms": {stage: ms}, "peak_mb", "lidar_points", "radar_points",
          "image_size", "grid", "parameters", "half"}
@@ -112,8 +106,7 @@ def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
     from perception.bench import peak_mb
     from perception.models import build_model
 
-    if half is None:
-        half = device == "cuda"
+    half = (device == "cuda") if half is None else bool(half and device == "cuda")
     model = build_model(cfg.model)
     if checkpoint is not None:
         from perception.engine.checkpoint import model_state
@@ -123,17 +116,18 @@ def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
     batch = frame_batch(cfg, dataroot).to(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
+    def amp():
+        return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half)
+
     def run():
-        with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16,
-                                             enabled=bool(half and device == "cuda")):
+        with torch.no_grad(), amp():
             heads = model(batch).heads
             dets = model.head.decode(heads)
         sync()
         return dets
 
     def timed_stages(acc):
-        with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16,
-                                             enabled=bool(half and device == "cuda")):
+        with torch.no_grad(), amp():
             with _stage_hooks(model, sync, acc):
                 heads = model(batch).heads
             sync()
@@ -164,5 +158,5 @@ def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
         "image_size": list(cfg.model.camera.image_size) if "camera" in cfg.model.modalities else None,
         "grid": list(cfg.model.grid.shape),
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "half": bool(half and device == "cuda"),
+        "half": half,
     }
