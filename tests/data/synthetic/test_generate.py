@@ -416,3 +416,55 @@ def test_timeline_rules():
     assert [_visibility_token(v, 100) for v in (0, 39, 40, 59, 60, 79, 80, 100)] == \
         ["1", "1", "2", "2", "3", "3", "4", "4"]
     assert _visibility_token(0, 0) == "1"
+
+
+def test_classify_points_matches_devkit_boxes():
+    """boxes_in_sensor / classify_points (vectorized) against the devkit's Box moved with
+    translate/rotate and its points_in_box, on random poses, boxes and points, some of them
+    placed on faces (those must be flagged near_face and left out of every count)."""
+    from nuscenes.utils.data_classes import Box
+    from nuscenes.utils.geometry_utils import points_in_box
+    from pyquaternion import Quaternion
+
+    from perception.data.synthetic.writer import FACE_EPS_M, boxes_in_sensor, classify_points
+
+    rng = np.random.default_rng(3)
+
+    def quat(yaw, tilt=0.0):
+        return list(Quaternion(axis=[0, 0, 1], angle=yaw) * Quaternion(axis=[1, 0, 0], angle=tilt))
+
+    for trial in range(5):
+        pose = {"translation": list(rng.uniform(-500, 500, 3)), "rotation": quat(rng.uniform(-3, 3), 0.02)}
+        calib = {"translation": list(rng.uniform(-2, 2, 3)), "rotation": quat(rng.uniform(-3, 3), 1.5)}
+        anns = [{"translation": list(np.asarray(pose["translation"]) + rng.uniform(-30, 30, 3)),
+                 "size": list(rng.uniform(0.3, 6.0, 3)), "rotation": quat(rng.uniform(-3, 3))}
+                for _ in range(12)]
+        boxes = boxes_in_sensor(anns, pose, calib)
+        dev = []
+        for a in anns:
+            b = Box(a["translation"], a["size"], Quaternion(a["rotation"]))
+            b.translate(-np.array(pose["translation"]))
+            b.rotate(Quaternion(pose["rotation"]).inverse)
+            b.translate(-np.array(calib["translation"]))
+            b.rotate(Quaternion(calib["rotation"]).inverse)
+            dev.append(b)
+        np.testing.assert_allclose(boxes.center, [b.center for b in dev], atol=1e-9)
+        # Points: around each box, and exactly on one face of it (sensor frame).
+        pts = [b.center + rng.uniform(-1, 1, (200, 3)) * b.wlh.max() for b in dev]
+        on_face = []
+        for k, b in enumerate(dev):
+            local = rng.uniform(-0.5, 0.5, (10, 3)) * boxes.half[k] * 2
+            local[:, 0] = boxes.half[k, 0]                              # the front face
+            on_face.append(boxes.center[k] + local @ boxes.axes[k].T)
+        xyz = np.concatenate(pts + on_face)
+        near, counts = classify_points(xyz, boxes)
+        assert near[-len(anns) * 10:].all()
+        kept = xyz[~near]
+        expect = [int(points_in_box(b, kept.T).sum()) for b in dev]
+        np.testing.assert_array_equal(counts, expect)
+        assert (counts > 0).sum() >= 6, "the trial must exercise non-empty boxes"
+        # Every point not flagged is more than eps from every face of every box (as the writer
+        # relies on): the devkit's count with the box grown or shrunk by eps is the same.
+        for b in dev:
+            for f in (1 - 2 * FACE_EPS_M / b.wlh.min(), 1 + 2 * FACE_EPS_M / b.wlh.min()):
+                assert points_in_box(b, kept.T, wlh_factor=f).sum() == points_in_box(b, kept.T).sum()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Train the five shipped synthetic models (fusion + the four baselines) by one recipe and budget,
+# two at a time (one thread each, longest first), then export each to fp16 for data/checkpoints.
+#
+#   bash tools/train_synthetic.sh [ITERS] [LR] [WORK_ROOT]
+#
+# Defaults: 1200 iterations, lr 5e-4, work_dirs/synthetic. Data: the default synthetic world
+# (`perception synth --out data/synthetic/demo`, seed 0), its mini_train split. Every run is
+# resumable: running the script again continues each model from its latest.pt.
+# docs/results.md has the measured metrics of the shipped models and the commands to evaluate them.
+set -euo pipefail
+ITERS=${1:-1200}
+LR=${2:-5e-4}
+ROOT=${3:-work_dirs/synthetic}
+DATA=${DATA:-data/synthetic/demo}
+PERCEPTION=${PERCEPTION:-.venv/bin/perception}
+mkdir -p "$ROOT"
+
+train_one() {
+    local name=$1 dir="$ROOT/$1" resume=""
+    [ -f "$dir/latest.pt" ] && resume="--resume"
+    "$PERCEPTION" train "configs/synthetic/$name.yaml" --work-dir "$dir" --dataroot "$DATA" \
+        --version v1.0-mini --threads 1 $resume --set train.max_iters="$ITERS" \
+        --set train.lr="$LR" --set train.checkpoint_interval=250 --set data.num_workers=1 \
+        > "$ROOT/$name.log" 2>&1
+    "$PERCEPTION" export "$dir/latest.pt" --out "$ROOT/synthetic_$name.pt" >> "$ROOT/$name.log" 2>&1
+    echo "$name: done ($(date -u +%H:%M:%S))"
+}
+export -f train_one
+export ROOT DATA PERCEPTION ITERS LR
+
+# The GT-paste database depends on the training split only: build it once, share it.
+if [ -f "$ROOT/gt_database.pt" ]; then
+    for n in fusion camera_lidar lidar camera_radar camera; do
+        mkdir -p "$ROOT/$n"; [ -f "$ROOT/$n/gt_database.pt" ] || cp "$ROOT/gt_database.pt" "$ROOT/$n/"
+    done
+fi
+printf '%s\n' fusion camera_lidar lidar camera_radar camera |
+    xargs -P 2 -I{} bash -c 'train_one {}'
