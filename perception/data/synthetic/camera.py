@@ -235,6 +235,8 @@ for _name, _grain, _blotch in (("road", 0.06, 0.07), ("lane_marking", 0.04, 0.05
     _GROUND_GRAIN[_M[_name]] = _grain
     _GROUND_BLOTCH[_M[_name]] = _blotch
 _GROUND_WINDOW = 4096  # cells: largest ground texture side kept in memory
+_TEX_LEVELS = 256     # ground brightness factor steps per unit (the texture's colour table)
+_TEX_MAX = 4          # largest brightness factor in the table (grain and blotches: ~1 +- 0.6)
 
 
 def _ground_texture(ground: GroundMap, cam_xy: np.ndarray, lighting: Lighting):
@@ -276,13 +278,18 @@ def _ground_texture(ground: GroundMap, cam_xy: np.ndarray, lighting: Lighting):
     bh, bw = max(2, win.shape[0] // 16), max(2, win.shape[1] // 16)
     blotch = cv2.resize(g.standard_normal((bh, bw), dtype=np.float32), win.shape[::-1],
                         interpolation=cv2.INTER_CUBIC)
-    factor = 1.0 + _GROUND_GRAIN[win] * grain + _GROUND_BLOTCH[win] * blotch
     shade = lighting.ambient + lighting.sun_strength * max(0.0, float(lighting.sun_direction[2]))
-    rgb = CAMERA_COLOR[win].astype(np.float32) * (factor * shade)[..., None]
-    # RGBA: cv2.warpPerspective has a much faster bilinear path for 4 channels than for 3.
-    tex = np.empty(win.shape + (4,), dtype=np.uint8)
-    tex[..., :3] = _grade(rgb, lighting)
-    tex[..., 3] = 255
+    factor = 1.0 + _GROUND_GRAIN[win] * grain + _GROUND_BLOTCH[win] * blotch
+    # Graded colour of (material, brightness factor) from a table: the factor in steps of
+    # 1/_TEX_LEVELS (under one grey level of error), one gather per cell instead of the tone curve
+    # over every cell and channel. RGBA: cv2.warpPerspective has a much faster bilinear path for 4
+    # channels than for 3.
+    levels = np.arange(_TEX_MAX * _TEX_LEVELS + 1, dtype=np.float64) / _TEX_LEVELS
+    table = np.empty((len(CAMERA_COLOR), len(levels), 4), dtype=np.uint8)
+    table[..., :3] = _grade(CAMERA_COLOR[:, None, :] * (levels * shade)[None, :, None], lighting)
+    table[..., 3] = 255
+    q = np.clip(factor * np.float32(_TEX_LEVELS), 0, _TEX_MAX * _TEX_LEVELS).astype(np.int32)
+    tex = table.reshape(-1, 4)[win * len(levels) + q]
     # At most two windows (~67 MB each) in memory: enough for a drive that crosses one boundary.
     while len(_GROUND_CACHE) >= 2:
         _GROUND_CACHE.pop(next(iter(_GROUND_CACHE)))

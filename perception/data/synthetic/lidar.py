@@ -292,8 +292,8 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     # every ring has exactly `azimuth_steps` entries (34.7k points a sweep). Reproduce that layout,
     # firing order then ring, so that point counts and ring statistics match the real files.
     grid = np.empty((n_az, n_b, 5), dtype=np.float32)
-    grid[..., :3] = np.asarray(model.no_echo_xyz, dtype=np.float32) + rng.normal(
-        0.0, 0.002, (n_az, n_b, 3)).astype(np.float32)
+    grid[..., :3] = np.asarray(model.no_echo_xyz, dtype=np.float32) + np.float32(0.002) * (
+        rng.standard_normal((n_az, n_b, 3), dtype=np.float32))
     grid[..., 3] = rng.integers(0, 128, (n_az, n_b))
     grid[..., 4] = np.arange(n_b, dtype=np.float32)[None, :]
     grid[ia[keep], ib[keep], :3] = pts_s[keep]
