@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.setup-done
 DEMO_DATA ?= data/synthetic/demo_val
 DEMO_OUT  ?= outputs/demo
 DEMO_CKPT ?= data/checkpoints/synthetic_fusion.pt
-DEMO_CONFIG ?= configs/synthetic/fusion_interim.yaml
+DEMO_CONFIG ?= configs/synthetic/fusion.yaml
 JOBS   ?= 2
 
 .PHONY: setup demo test clean-demo

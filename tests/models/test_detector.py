@@ -124,14 +124,21 @@ def test_shipped_configs_load_and_build(name):
         assert a == b  # baselines differ from the fusion model in the sensors only
 
 
-def test_shipped_checkpoint_matches_its_config():
-    """`make demo` evaluates data/checkpoints/synthetic_fusion.pt with fusion_interim.yaml: that
-    file must describe the model the checkpoint was trained as, and the weights must load."""
+SHIPPED = ("fusion", "lidar", "camera", "camera_radar", "camera_lidar")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_matches_its_config(name):
+    """data/checkpoints/synthetic_NAME.pt: at most 15 MB, trained as configs/synthetic/NAME.yaml
+    describes the model (so `perception eval configs/synthetic/NAME.yaml --checkpoint ...` and
+    `make demo` build the model it was trained as), by the one recipe of tools/train_synthetic.sh
+    (same schedule, budget and data for all five), and its weights load strictly."""
     from perception.engine.checkpoint import model_state
 
-    path = CONFIGS.parent / "data" / "checkpoints" / "synthetic_fusion.pt"
+    path = CONFIGS.parent / "data" / "checkpoints" / f"synthetic_{name}.pt"
+    assert path.stat().st_size <= 15 * 2**20
     shipped = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = load_config(CONFIGS / "synthetic" / "fusion_interim.yaml", ExperimentConfig)
+    cfg = load_config(CONFIGS / "synthetic" / f"{name}.yaml", ExperimentConfig)
     ours = config_to_dict(cfg)["model"]
 
     def same(trained, now, where="model"):
@@ -141,7 +148,9 @@ def test_shipped_checkpoint_matches_its_config():
             else:
                 assert now[k] == v, f"{where}.{k}: checkpoint {v!r}, config {now[k]!r}"
     same(shipped["config"]["model"], ours)
-    # Options added after the checkpoint was trained keep the behaviour it was trained with.
-    assert ours["radar"]["rcs_scale"] == 1.0 and ours["radar"]["time_lag_scale"] == 1.0
+    fusion = torch.load(path.with_name("synthetic_fusion.pt"), map_location="cpu", weights_only=True)
+    assert shipped["iteration"] == fusion["iteration"] == shipped["config"]["train"]["max_iters"]
+    for key in ("train", "data"):
+        assert shipped["config"][key] == fusion["config"][key], f"{name}: {key} differs from fusion's"
     model = build_model(cfg.model)
     model.load_state_dict(model_state(path))     # strict: every tensor present, same shapes
