@@ -37,7 +37,7 @@ Point counts: ``num_lidar_pts`` / ``num_radar_pts`` count the very points writte
 keyframe sweep; radar: the sum over the 5 keyframe radar sweeps, every return, as the devkit reads
 them with every filter disabled), as float32 like the files, with the box moved from global to that
 sensor's frame through that sample_data's ego pose and calibration as ``NuScenes.get_sample_data``
-does (vectorized: ``boxes_in_sensor`` / ``classify_points``). Keyframe points closer than
+does (vectorized: ``keyframe_counts``). Keyframe points closer than
 ``FACE_EPS_M`` to a face of an annotated box are dropped before writing, so no float rounding can
 put a point on either side of a face and the counts equal the devkit's ``points_in_box`` exactly
 (the tests check every count with the devkit on the files). Scenario parts sit >= 0.03 m inside
@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pyquaternion import Quaternion
+
+from perception.data.nuscenes import quaternion_to_matrix
 
 from .rig import CAMERA_CHANNELS, LIDAR_CHANNEL, RADAR_CHANNELS, Rig, build_rig
 
@@ -373,19 +375,6 @@ def pose_matrix(translation, rotation) -> np.ndarray:
     return out
 
 
-def _quat_matrices(q: np.ndarray) -> np.ndarray:
-    """(B, 3, 3) rotation matrices of (B, 4) [w, x, y, z] quaternions (normalised first, as
-    pyquaternion does)."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=1)
-
-
 @dataclass
 class SensorBoxes:
     """Annotation boxes in one sensor's frame: centre (B, 3), axes (B, 3, 3) whose columns are the
@@ -409,13 +398,13 @@ def boxes_in_sensor(anns: list[dict], pose: dict, calib: dict) -> SensorBoxes:
     if not anns:
         z = np.zeros((0, 3))
         return SensorBoxes(z, np.zeros((0, 3, 3)), z)
-    r_pose = _quat_matrices([pose["rotation"]])[0]
-    r_cs = _quat_matrices([calib["rotation"]])[0]
+    r_pose = quaternion_to_matrix(pose["rotation"])
+    r_cs = quaternion_to_matrix(calib["rotation"])
     centre = np.array([a["translation"] for a in anns], dtype=np.float64)
     size = np.array([a["size"] for a in anns], dtype=np.float64)          # w, l, h
     centre = ((centre - np.asarray(pose["translation"], dtype=np.float64)) @ r_pose
               - np.asarray(calib["translation"], dtype=np.float64)) @ r_cs
-    axes = (r_cs.T @ r_pose.T) @ _quat_matrices([a["rotation"] for a in anns])
+    axes = (r_cs.T @ r_pose.T) @ quaternion_to_matrix([a["rotation"] for a in anns])
     return SensorBoxes(centre, axes, 0.5 * size[:, [1, 0, 2]])
 
 
@@ -449,6 +438,16 @@ def classify_points(xyz: np.ndarray, boxes: SensorBoxes,
     for b, idx in inside:
         counts[b] = np.count_nonzero(~near[idx])
     return near, counts
+
+
+def keyframe_counts(pts: np.ndarray, anns: list[dict], pose: dict,
+                    calib: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    """A keyframe sweep's points (N, >= 3, sensor frame) against the sample's annotations: returns
+    (the points to write, near-face ones dropped; per-annotation counts; number dropped). The
+    coordinates are taken as float32, as the files store them."""
+    xyz = pts[:, :3].astype(np.float32).astype(np.float64)
+    near, counts = classify_points(xyz, boxes_in_sensor(anns, pose, calib))
+    return pts[~near], counts, int(np.count_nonzero(near))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -685,11 +684,9 @@ def write_scene(job: SceneJob) -> SceneResult:
                 timing["lidar"] += time.perf_counter() - t0
                 if is_key:
                     t0 = time.perf_counter()
-                    boxes = boxes_in_sensor([r for r, _ in per_sample[j]], pose, calib_recs[ch])
-                    xyz = pts[:, :3].astype(np.float32).astype(np.float64)   # as in the file
-                    near, counts = classify_points(xyz, boxes)
-                    stats["face_points_dropped"] += int(np.sum(near))
-                    pts = pts[~near]
+                    pts, counts, dropped = keyframe_counts(pts, [r for r, _ in per_sample[j]],
+                                                           pose, calib_recs[ch])
+                    stats["face_points_dropped"] += dropped
                     for (r, _), c in zip(per_sample[j], counts):
                         lidar_pts[ann_index[id(r)]] = c
                     stats["lidar_points"].append(len(pts))
@@ -704,11 +701,9 @@ def write_scene(job: SceneJob) -> SceneResult:
                 timing["radar"] += time.perf_counter() - t0
                 if is_key:
                     t0 = time.perf_counter()
-                    boxes = boxes_in_sensor([r for r, _ in per_sample[j]], pose, calib_recs[ch])
-                    xyz = pts[:, :3].astype(np.float32).astype(np.float64)   # as in the file
-                    near, counts = classify_points(xyz, boxes)
-                    stats["face_points_dropped"] += int(np.sum(near))
-                    pts = pts[~near]
+                    pts, counts, dropped = keyframe_counts(pts, [r for r, _ in per_sample[j]],
+                                                           pose, calib_recs[ch])
+                    stats["face_points_dropped"] += dropped
                     for (r, _), c in zip(per_sample[j], counts):
                         radar_pts[ann_index[id(r)]] += c
                     stats["radar_points"].append(len(pts))
