@@ -22,7 +22,7 @@ train_one() {
     "$PERCEPTION" train "configs/synthetic/$name.yaml" --work-dir "$dir" --dataroot "$DATA" \
         --version v1.0-mini --threads 1 $resume --set train.max_iters="$ITERS" \
         --set train.lr="$LR" --set train.checkpoint_interval=250 --set data.num_workers=1 \
-        > "$ROOT/$name.log" 2>&1
+        >> "$ROOT/$name.log" 2>&1 || { echo "$name: training stopped, see $ROOT/$name.log" >&2; return 1; }
     "$PERCEPTION" export "$dir/latest.pt" --out "$ROOT/synthetic_$name.pt" >> "$ROOT/$name.log" 2>&1
     echo "$name: done ($(date -u +%H:%M:%S))"
 }
