@@ -4,7 +4,8 @@
 #
 #   bash tools/train_synthetic.sh [ITERS] [LR] [WORK_ROOT]
 #
-# Defaults: 1200 iterations, lr 5e-4, work_dirs/synthetic. Data: the default synthetic world
+# Defaults: 1200 iterations, lr 5e-4, work_dirs/synthetic. MODELS (default: all five, longest
+# first) picks which to train and JOBS (default 2) how many run at once. Data: the default synthetic world
 # (`perception synth --out data/synthetic/demo`, seed 0), its mini_train split. Every run is
 # resumable: running the script again continues each model from its latest.pt.
 # docs/results.md has the measured metrics of the shipped models and the commands to evaluate them.
@@ -14,6 +15,8 @@ LR=${2:-5e-4}
 ROOT=${3:-work_dirs/synthetic}
 DATA=${DATA:-data/synthetic/demo}
 PERCEPTION=${PERCEPTION:-.venv/bin/perception}
+MODELS=${MODELS:-fusion camera_lidar lidar camera_radar camera}
+JOBS=${JOBS:-2}
 mkdir -p "$ROOT"
 
 train_one() {
@@ -31,9 +34,8 @@ export ROOT DATA PERCEPTION ITERS LR
 
 # The GT-paste database depends on the training split only: build it once, share it.
 if [ -f "$ROOT/gt_database.pt" ]; then
-    for n in fusion camera_lidar lidar camera_radar camera; do
+    for n in $MODELS; do
         mkdir -p "$ROOT/$n"; [ -f "$ROOT/$n/gt_database.pt" ] || cp "$ROOT/gt_database.pt" "$ROOT/$n/"
     done
 fi
-printf '%s\n' fusion camera_lidar lidar camera_radar camera |
-    xargs -P 2 -I{} bash -c 'train_one {}'
+printf '%s\n' $MODELS | xargs -P "$JOBS" -I{} bash -c 'train_one {}'

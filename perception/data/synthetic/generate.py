@@ -19,7 +19,9 @@ CLI: ``perception synth --out OUT [--version v1.0-mini] [--scenes N] ...`` (perc
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -70,12 +72,37 @@ class SynthConfig:
             raise ValueError("jpeg_quality must be in 1..100")
 
 
-def _split_lists(version: str) -> tuple[list[str], list[str]]:
-    from nuscenes.utils import splits
+def _devkit_split_literals() -> dict[str, list[str]]:
+    """The scene-name lists written as literals in the devkit's ``nuscenes/utils/splits.py``,
+    read from its source: importing that module imports the whole devkit (matplotlib, sklearn,
+    ~4 s), which a generator run does not otherwise need. A test checks the result against the
+    imported module."""
+    spec = importlib.util.find_spec("nuscenes")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("nuscenes-devkit is not installed (pip install nuscenes-devkit)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "utils", "splits.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    lists: dict[str, list[str]] = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:        # computed, e.g. train = sorted(set(detect + track))
+                continue
+            if isinstance(value, list):
+                lists[node.targets[0].id] = value
+    return lists
 
+
+def _split_lists(version: str) -> tuple[list[str], list[str]]:
+    """(train, val) scene names of ``version``, as ``nuscenes.utils.splits`` defines them."""
+    lists = _devkit_split_literals()
     if version == "v1.0-mini":
-        return list(splits.mini_train), list(splits.mini_val)
-    return list(splits.train), list(splits.val)
+        return list(lists["mini_train"]), list(lists["mini_val"])
+    # The devkit: train = list(sorted(set(train_detect + train_track))).
+    return sorted(set(lists["train_detect"] + lists["train_track"])), list(lists["val"])
 
 
 def scene_names(config: SynthConfig) -> list[str]:

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyquaternion import Quaternion
 
-from perception.data.nuscenes import quaternion_to_matrix
+from perception.data.poses import quaternion_to_matrix
 
 from .rig import CAMERA_CHANNELS, LIDAR_CHANNEL, RADAR_CHANNELS, Rig, build_rig
 

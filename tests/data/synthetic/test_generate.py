@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -68,6 +70,25 @@ def test_scene_names_follow_devkit_splits():
     assert set(tv) <= set(splits.train) | set(splits.val)
     with pytest.raises(ValueError):
         SynthConfig(version="v1.0-test")
+
+
+def test_split_lists_read_from_source_equal_the_imported_devkit():
+    from nuscenes.utils import splits
+
+    from perception.data.synthetic.generate import _split_lists
+
+    assert _split_lists("v1.0-mini") == (splits.mini_train, splits.mini_val)
+    assert _split_lists("v1.0-trainval") == (splits.train, splits.val)
+
+
+def test_generator_processes_do_not_import_torch_or_the_devkit():
+    # Each worker process imports the writer; torch or the devkit there costs seconds apiece.
+    code = ("import sys; import perception.data.synthetic.generate, perception.data.synthetic.writer; "
+            "from perception.data.synthetic.generate import SynthConfig, scene_names; "
+            "scene_names(SynthConfig()); "
+            "print(sorted(m for m in ('torch', 'nuscenes', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_devkit_loads_all_tables(tiny_dataset, tiny_nusc):
