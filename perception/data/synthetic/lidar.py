@@ -136,6 +136,49 @@ def _cull_and_pair(parts, origin, psi0, step, n_az, max_range):
     return kidx, col
 
 
+@dataclass(frozen=True)
+class _Constants:
+    """What a sweep needs that depends only on the model and the sensor height."""
+
+    r_ground: np.ndarray     # (B,) float32 horizontal distance at which each beam meets z = 0
+    sec: np.ndarray          # (B,) 3-D range per metre of horizontal distance
+    sin_el: np.ndarray       # (B,) |sin(elevation)|
+    cos_el: np.ndarray       # (B,) cos(elevation)
+    blocked: np.ndarray      # (A, B) bool: the ray hits the ego car's body
+    no_echo_xyz: np.ndarray  # (3,) float32
+    rings: np.ndarray        # (A * B,) float32 ring index of each firing
+
+
+_CONSTANTS: dict = {}
+
+
+def _constants(model: LidarModel, z_s: float) -> _Constants:
+    key = (model, z_s)
+    c = _CONSTANTS.get(key)
+    if c is not None:
+        return c
+    n_az, n_b = model.azimuth_steps, model.beams
+    tan_b = np.tan(model.elevations())
+    with np.errstate(divide="ignore"):
+        r_ground = np.where(tan_b < 0, -z_s / tan_b, np.inf).astype(np.float32)
+    # Beams blocked by the ego car: horizontal distance at which each column's ray leaves the body
+    # outline; a beam that has dropped below the body's top there hits the roof/body instead.
+    phi = 2.0 * np.pi / n_az * np.arange(n_az)
+    with np.errstate(divide="ignore"):
+        r_exit = np.minimum(model.ego_body_half_x / np.abs(np.cos(phi)),
+                            model.ego_body_half_y / np.abs(np.sin(phi)))
+    body_top = model.ego_roof_drop_m + model.ego_roof_slope * r_exit
+    blocked = (r_exit[:, None] * -tan_b[None, :]) > body_top[:, None]
+    sec = np.sqrt(1.0 + tan_b * tan_b)
+    c = _Constants(r_ground, sec, np.abs(tan_b) / sec, 1.0 / sec, blocked,
+                   np.asarray(model.no_echo_xyz, dtype=np.float32),
+                   np.tile(np.arange(n_b, dtype=np.float32), n_az))
+    if len(_CONSTANTS) > 8:
+        _CONSTANTS.clear()
+    _CONSTANTS[key] = c
+    return c
+
+
 def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.random.Generator,
                    model: LidarModel = LidarModel()) -> np.ndarray:
     """Simulate one LiDAR sweep.
@@ -218,48 +261,35 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
         # Exact ties (coplanar faces) are measure-zero but possible; assignment keeps one of them.
         win[col[wp], wb] = wp
 
-    # Ground plane z = 0 for descending beams.
-    with np.errstate(divide="ignore"):
-        r_ground = np.where(tan_b < 0, -z_s / tan_b, np.inf).astype(np.float32)
-    r_ground = np.broadcast_to(r_ground[None, :], (n_az, n_b))
-    on_part = part_min < r_ground
-    r_h = np.where(on_part, part_min, r_ground)  # horizontal distance of the nearest surface
-
-    # Beams blocked by the ego car: horizontal distance at which each column's ray leaves the body
-    # outline; a beam that has dropped below the body's top there hits the roof/body instead.
-    phi = step * np.arange(n_az)
-    with np.errstate(divide="ignore"):
-        r_exit = np.minimum(model.ego_body_half_x / np.abs(np.cos(phi)),
-                            model.ego_body_half_y / np.abs(np.sin(phi)))
-    body_top = model.ego_roof_drop_m + model.ego_roof_slope * r_exit
-    blocked = (r_exit[:, None] * -tan_b[None, :]) > body_top[:, None]
-
-    sec = np.sqrt(1.0 + tan_b * tan_b)  # 3-D range per metre of horizontal distance
-    valid = np.isfinite(r_h) & (r_h * sec[None, :] <= model.max_range_m) & ~blocked
-    ia, ib = np.nonzero(valid)  # row-major: firing order, then ring
-    r = r_h[ia, ib].astype(np.float64)
+    # Ground plane z = 0 for descending beams; per-beam and per-column constants (cached).
+    k = _constants(model, z_s)
+    on_part = part_min < k.r_ground[None, :]
+    r_h = np.where(on_part, part_min, k.r_ground[None, :])  # horizontal distance of the nearest surface
+    valid = np.isfinite(r_h) & (r_h * k.sec[None, :] <= model.max_range_m) & ~k.blocked
+    flat = np.flatnonzero(valid)  # row-major: firing order, then ring
+    ia, ib = np.divmod(flat, n_b)
+    r = r_h.ravel()[flat].astype(np.float64)
     tb = tan_b[ib]
-    part_hit = on_part[ia, ib]
+    part_hit = on_part.ravel()[flat]
 
     gx = origin[0] + r * cos_a[ia]
     gy = origin[1] + r * sin_a[ia]
 
     # Material and incidence: sin(elevation) for horizontal faces, the horizontal direction's
     # component along the wall normal times cos(elevation) for side walls.
-    sin_el = np.abs(tb) / sec[ib]
-    cos_el = 1.0 / sec[ib]
+    sin_el = k.sin_el[ib]
     material = snapshot.ground.material_at(gx, gy)
     cos_inc = sin_el.copy()
     if part_hit.any():
-        pi = win[ia[part_hit], ib[part_hit]]
+        pi = win.ravel()[flat[part_hit]]
         material[part_hit] = parts.material[kidx[pi]]
-        side = r_h[ia[part_hit], ib[part_hit]] <= r_in[pi].astype(np.float32)
-        wall = np.where(x_face[pi], np.abs(qx[pi]), np.abs(qy[pi])) * cos_el[part_hit]
+        side = r_h.ravel()[flat[part_hit]] <= r_in[pi].astype(np.float32)
+        wall = np.where(x_face[pi], np.abs(qx[pi]), np.abs(qy[pi])) * k.cos_el[ib[part_hit]]
         cos_inc[part_hit] = np.where(side, wall, sin_el[part_hit])
-    cos_inc = np.clip(cos_inc, 0.0, 1.0)
+    np.clip(cos_inc, 0.0, 1.0, out=cos_inc)
     refl = LIDAR_REFLECTIVITY[material].astype(np.float64)
 
-    rng3 = r * sec[ib]
+    rng3 = r * k.sec[ib]
     # Loss: a fixed random dropout plus more for weak echoes (dark, far, grazing surfaces).
     signal = refl * cos_inc * (10.0 / np.maximum(rng3, 1.0)) ** 2
     p_loss = model.dropout + model.weak_dropout * np.exp(-signal / model.weak_signal)
@@ -268,7 +298,10 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     # Gaussian range noise along the ray: scale the hit point about the sensor.
     noisy = rng3 + rng.normal(0.0, model.range_noise_m, len(r))
     scale = noisy / rng3
-    pts_g = np.stack([(gx - origin[0]) * scale, (gy - origin[1]) * scale, r * tb * scale], axis=1)
+    pts_g = np.empty((len(r), 3))
+    np.multiply(gx - origin[0], scale, out=pts_g[:, 0])
+    np.multiply(gy - origin[1], scale, out=pts_g[:, 1])
+    np.multiply(r * tb, scale, out=pts_g[:, 2])
 
     # Intensity: reflectivity (0..1 -> 0..255) with a Lambert-like falloff that keeps grazing returns
     # visible (as the real sensor's calibrated intensities do) and a gentle range falloff.
@@ -277,8 +310,8 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     inten = np.clip(np.rint(inten), 0, 255)
 
     pts_s = pts_g @ R  # R^T (p - o), row-vector form
-    excl = (np.abs(pts_s[:, 0]) < model.ego_exclusion_half_x) & (np.abs(pts_s[:, 1]) < model.ego_exclusion_half_y)
-    keep &= ~excl
+    keep &= ~((np.abs(pts_s[:, 0]) < model.ego_exclusion_half_x)
+              & (np.abs(pts_s[:, 1]) < model.ego_exclusion_half_y))
 
     if not model.write_no_echo_rays:
         out = np.empty((int(keep.sum()), 5), dtype=np.float32)
@@ -291,14 +324,20 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     # ego car) is still written, as a point ~0.2 m from the sensor with an arbitrary intensity, so
     # every ring has exactly `azimuth_steps` entries (34.7k points a sweep). Reproduce that layout,
     # firing order then ring, so that point counts and ring statistics match the real files.
-    grid = np.empty((n_az, n_b, 5), dtype=np.float32)
-    grid[..., :3] = np.asarray(model.no_echo_xyz, dtype=np.float32) + np.float32(0.002) * (
-        rng.standard_normal((n_az, n_b, 3), dtype=np.float32))
-    grid[..., 3] = rng.integers(0, 128, (n_az, n_b))
-    grid[..., 4] = np.arange(n_b, dtype=np.float32)[None, :]
-    grid[ia[keep], ib[keep], :3] = pts_s[keep]
-    grid[ia[keep], ib[keep], 3] = inten[keep]
-    return grid.reshape(-1, 5)
+    # Random numbers are drawn for the no-echo entries only (a third of a sweep).
+    grid = np.empty((n_az * n_b, 5), dtype=np.float32)
+    grid[:, 4] = k.rings
+    rows = flat[keep]
+    grid[rows, :3] = pts_s[keep]
+    grid[rows, 3] = inten[keep]
+    empty = np.ones(n_az * n_b, dtype=bool)
+    empty[rows] = False
+    empty = np.flatnonzero(empty)
+    noise = rng.standard_normal((len(empty), 3), dtype=np.float32)
+    noise *= np.float32(0.002)
+    grid[empty, :3] = k.no_echo_xyz + noise
+    grid[empty, 3] = rng.integers(0, 128, len(empty))
+    return grid
 
 
 def echo_mask(points: np.ndarray, model: LidarModel = LidarModel()) -> np.ndarray:
