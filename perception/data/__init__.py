@@ -8,6 +8,17 @@ processes would otherwise each spend seconds loading it for nothing.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
+    from perception.data.nuscenes import MODALITIES, NuScenesDataset, SensorFileError
+    from perception.structures.labels import (
+        ATTRIBUTE_NAMES,
+        CAMERA_CHANNELS,
+        DETECTION_CLASSES,
+        LIDAR_CHANNEL,
+        RADAR_CHANNELS,
+    )
 
 _EXPORTS = {
     "MODALITIES": "perception.data.nuscenes",
