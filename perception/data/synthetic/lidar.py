@@ -173,6 +173,8 @@ def _constants(model: LidarModel, z_s: float) -> _Constants:
     c = _Constants(r_ground, sec, np.abs(tan_b) / sec, 1.0 / sec, blocked,
                    np.asarray(model.no_echo_xyz, dtype=np.float32),
                    np.tile(np.arange(n_b, dtype=np.float32), n_az))
+    for a in vars(c).values():
+        a.setflags(write=False)          # shared by every sweep: never modified in place
     if len(_CONSTANTS) > 8:
         _CONSTANTS.clear()
     _CONSTANTS[key] = c
