@@ -276,24 +276,62 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 END_TO_END_CONFIGS = {"synthetic": "synthetic/fusion.yaml", "nuscenes": "nuscenes/fusion.yaml"}
 
 
-def bench_end_to_end(device: str, repeats: int) -> dict:
-    """The whole detector at batch 1, per stage (``perception.engine.latency``), for the CPU-scale
-    synthetic config and the nuScenes-scale one, on a frame of a small synthetic world written
-    to a temporary folder."""
-    import tempfile
-
+def _end_to_end_configs() -> dict:
     from perception.config import load_config
-    from perception.engine.latency import latency_world, stage_latency
     from perception.models.config import ExperimentConfig
 
-    out = {}
+    cfgs = {}
+    for name, rel in END_TO_END_CONFIGS.items():
+        path = os.path.join(CONFIGS_DIR, rel)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"end_to_end needs {path} (run from a source checkout)")
+        cfgs[name] = (rel, load_config(path, ExperimentConfig))
+    return cfgs
+
+
+def save_end_to_end_frames(out_dir: str) -> list[str]:
+    """Write the end-to-end inputs, one loaded Batch per config (``out_dir/NAME.pt``), for
+    ``bench --frames`` on a machine that can run the model but not the reader (no devkit: the
+    GPU machine). Returns the files written."""
+    import tempfile
+
+    from perception.engine.latency import frame_batch, latency_world
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
     with tempfile.TemporaryDirectory(prefix="perception-latency-") as tmp:
         root = latency_world(tmp)
-        for name, rel in END_TO_END_CONFIGS.items():
-            path = os.path.join(CONFIGS_DIR, rel)
+        for name, (_rel, cfg) in _end_to_end_configs().items():
+            path = os.path.join(out_dir, f"{name}.pt")
+            torch.save(frame_batch(cfg, root), path)
+            paths.append(path)
+    return paths
+
+
+def bench_end_to_end(device: str, repeats: int, frames_dir: str | None = None) -> dict:
+    """The whole detector at batch 1, per stage (``perception.engine.latency``), for the CPU-scale
+    synthetic config and the nuScenes-scale one, on a frame of a small synthetic world written
+    to a temporary folder, or on the frames ``save_end_to_end_frames`` wrote to ``frames_dir``."""
+    import tempfile
+
+    from perception.engine.latency import latency_world, stage_latency
+
+    cfgs = _end_to_end_configs()
+    out = {}
+    if frames_dir is not None:
+        for name, (rel, cfg) in cfgs.items():
+            path = os.path.join(frames_dir, f"{name}.pt")
             if not os.path.exists(path):
-                raise FileNotFoundError(f"end_to_end needs {path} (run from a source checkout)")
-            cfg = load_config(path, ExperimentConfig)
+                raise FileNotFoundError(f"{path}: write the frames with `perception bench "
+                                        f"--save-frames {frames_dir}` where the devkit is installed")
+            batch = torch.load(path, weights_only=False)
+            out[name] = stage_latency(cfg, None, device, repeats=max(1, min(repeats, 5)),
+                                      batch=batch)
+            out[name]["config"] = f"configs/{rel}"
+        return out
+    with tempfile.TemporaryDirectory(prefix="perception-latency-") as tmp:
+        root = latency_world(tmp)
+        for name, (rel, cfg) in cfgs.items():
             out[name] = stage_latency(cfg, root, device, repeats=max(1, min(repeats, 5)))
             out[name]["config"] = f"configs/{rel}"
     return out
@@ -327,7 +365,8 @@ def machine_info(device: str) -> dict:
 
 
 def run_bench(device: str = "cpu", only: list[str] | str | None = None,
-              json_out: str | None = None, repeats: int = 10) -> dict:
+              json_out: str | None = None, repeats: int = 10,
+              frames_dir: str | None = None) -> dict:
     """Run the selected benchmarks; print a table; optionally write JSON.
 
     Args:
@@ -335,6 +374,7 @@ def run_bench(device: str = "cpu", only: list[str] | str | None = None,
         only: names from ``BENCHES`` (a list, or a comma-separated string); None runs all.
         json_out: path of the JSON file to write, or None.
         repeats: timed repeats per measurement (baselines that take seconds use at most 3).
+        frames_dir: end_to_end inputs saved by ``save_end_to_end_frames`` (None: make them).
     Returns:
         {"machine": {...}, name: {"ours_ms", "baseline_ms", ...}, ...}
     """
@@ -347,7 +387,10 @@ def run_bench(device: str = "cpu", only: list[str] | str | None = None,
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
     results: dict = {"machine": machine_info(device)}
     for name in names:
-        results[name] = BENCHES[name](device, repeats)
+        if name == "end_to_end":
+            results[name] = bench_end_to_end(device, repeats, frames_dir)
+        else:
+            results[name] = BENCHES[name](device, repeats)
     print(format_table(results))
     if json_out:
         with open(json_out, "w") as f:

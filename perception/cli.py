@@ -164,19 +164,29 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "bench", help="time the hot-path ops against their baselines (medians, one run)",
         description="Each entry compares our op with its baseline on nuScenes-scale inputs in the "
                     "same run, so the ratios hold on a noisy machine. Entries: voxelize, bev_pool, "
-                    "nms, eval.")
+                    "nms, eval, end_to_end.")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--only", default=None, help="comma-separated subset of the entries")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="write results here")
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement")
+    p.add_argument("--frames", type=Path, default=None,
+                   help="end_to_end: read its input frames from this folder (see --save-frames) "
+                        "instead of generating and loading them, which needs the devkit")
+    p.add_argument("--save-frames", type=Path, default=None,
+                   help="write the end_to_end input frames to this folder and exit")
     p.set_defaults(func=_cmd_bench)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from perception.bench import run_bench
+    from perception.bench import run_bench, save_end_to_end_frames
 
+    if args.save_frames is not None:
+        for path in save_end_to_end_frames(str(args.save_frames)):
+            print(f"bench: wrote {path}")
+        return 0
     run_bench(device=args.device, only=args.only,
-              json_out=None if args.json_out is None else str(args.json_out), repeats=args.repeats)
+              json_out=None if args.json_out is None else str(args.json_out), repeats=args.repeats,
+              frames_dir=None if args.frames is None else str(args.frames))
     return 0
 
 

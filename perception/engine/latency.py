@@ -87,14 +87,15 @@ def _stage_hooks(model, sync, acc: dict[str, float]):
             h.remove()
 
 
-def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
-                  checkpoint=None, half: bool | None = None) -> dict:
+def stage_latency(cfg, dataroot: str | None, device: str = "cpu", *, repeats: int = 5,
+                  checkpoint=None, half: bool | None = None, batch=None) -> dict:
     """Batch-1 latency of the model of ``cfg`` per stage.
 
     Args:
         cfg: ``ExperimentConfig`` (its model and data sections set the scale).
         dataroot: a v1.0-mini dataset (``latency_world`` writes one); its last mini_val keyframe
-            is the input.
+            is the input. Unused when ``batch`` is given.
+        batch: the input, already loaded (``frame_batch``), e.g. on a machine without the devkit.
         device: "cpu" or "cuda".
         repeats: timed runs (after one warm-up) per measurement; medians are reported.
         checkpoint: optional weights (path or state dict file).
@@ -113,7 +114,7 @@ def stage_latency(cfg, dataroot: str, device: str = "cpu", *, repeats: int = 5,
 
         model.load_state_dict(model_state(checkpoint))
     model.to(device).eval()
-    batch = frame_batch(cfg, dataroot).to(device)
+    batch = (frame_batch(cfg, dataroot) if batch is None else batch).to(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def amp():

@@ -4,6 +4,12 @@ spconv's algorithm is picked at forward time, not in the constructor (which neve
 device): ``Native`` is the only one that runs on CPU tensors, ``MaskImplicitGemm`` is the fast
 one on CUDA. spconv 2.3 stores every algorithm's weights in the same KRSC layout
 (``spconv.constants.ALL_WEIGHT_IS_KRSC``), so switching does not touch parameters or checkpoints.
+
+Two implementations of the same API (:func:`spconv_backend`): spconv 2.x (``spconv-cu120``: CPU
+and its CUDA build) and spconv-triton (pure Triton, CUDA only; no compiled wheel to match, so it
+runs wherever torch + triton run on a GPU). Both build the same parameters under the same names
+and shapes, so a checkpoint trained with one loads into the other. spconv is used when it
+imports; ``PERCEPTION_SPCONV=spconv|spconv_triton`` forces one.
 """
 from __future__ import annotations
 
@@ -13,11 +19,38 @@ from torch import Tensor, nn
 from perception.models.layers import ConvBNReLU
 
 
-def _spconv():
+SPCONV_BACKENDS = ("spconv", "spconv_triton")
+
+
+def spconv_backend() -> str:
+    """The sparse-convolution package the LiDAR backbone uses: ``PERCEPTION_SPCONV`` if set,
+    else "spconv" when it imports, else "spconv_triton" when it imports (ImportError if neither:
+    the message says what to install)."""
+    import importlib.util
+    import os
+
+    forced = os.environ.get("PERCEPTION_SPCONV", "").strip()
+    if forced:
+        if forced not in SPCONV_BACKENDS:
+            raise ValueError(f"PERCEPTION_SPCONV={forced!r}: choose one of {SPCONV_BACKENDS}")
+        return forced
+    for name in SPCONV_BACKENDS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise ImportError("the LiDAR backbone needs spconv: pip install spconv-cu120 (CPU and CUDA), "
+                      "or spconv-triton (CUDA only)")
+
+
+def spconv_module():
+    """``spconv.pytorch`` or ``spconv_triton.pytorch`` (see :func:`spconv_backend`)."""
     # Imported on first use, not at package import: camera/radar models (and `import
     # perception.models`) must work where spconv is not installed, e.g. the GPU machine.
     import warnings
 
+    if spconv_backend() == "spconv_triton":
+        import spconv_triton.pytorch as spconv
+
+        return spconv
     # spconv 2.3 against torch 2.13 warns on every import and every dense(): deprecated
     # torch.cuda.amp decorators and list indexing inside spconv itself. Both are harmless here
     # and would bury a training log; silence exactly those messages, nothing else.
@@ -31,7 +64,7 @@ def _spconv():
 
 
 def _subm(c_in: int, c_out: int, key: str):
-    spconv = _spconv()
+    spconv = spconv_module()
     ConvAlgo = spconv.ConvAlgo
     return spconv.SparseSequential(
         spconv.SubMConv3d(c_in, c_out, 3, padding=1, bias=False, indice_key=key,
@@ -40,7 +73,7 @@ def _subm(c_in: int, c_out: int, key: str):
 
 
 def _down(c_in: int, c_out: int):
-    spconv = _spconv()
+    spconv = spconv_module()
     ConvAlgo = spconv.ConvAlgo
     return spconv.SparseSequential(
         spconv.SparseConv3d(c_in, c_out, 3, stride=2, padding=1, bias=False,
@@ -64,7 +97,7 @@ class SparseBackbone3D(nn.Module):
     def __init__(self, *, in_channels: int, channels: tuple[int, ...], blocks_per_stage: int = 2,
                  algo: str = "auto"):
         super().__init__()
-        spconv = _spconv()
+        spconv = spconv_module()
         stages, c_in = [], in_channels
         for i, c in enumerate(channels):
             layers = [_down(c_in, c)] if i > 0 else []
@@ -75,11 +108,12 @@ class SparseBackbone3D(nn.Module):
             c_in = c
         self.stages = nn.ModuleList(stages)
         self.algo = algo
+        self.backend = spconv_backend()
         self.out_channels = channels[-1]
         self.downsample = 2 ** (len(channels) - 1)
 
     def _set_algo(self, device: torch.device) -> None:
-        spconv = _spconv()
+        spconv = spconv_module()
         ConvAlgo = spconv.ConvAlgo
         if self.algo == "auto":
             algo = ConvAlgo.MaskImplicitGemm if device.type == "cuda" else ConvAlgo.Native
@@ -91,6 +125,9 @@ class SparseBackbone3D(nn.Module):
 
     def forward(self, x):
         """``spconv.SparseConvTensor`` in, ``SparseConvTensor`` out."""
+        if x.features.device.type != "cuda" and self.backend == "spconv_triton":
+            raise RuntimeError("spconv-triton runs on CUDA tensors only; on CPU the LiDAR "
+                               "backbone needs spconv (pip install spconv-cu120)")
         self._set_algo(x.features.device)
         for stage in self.stages:
             x = stage(x)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perception.models.lidar.backbone import HeightCollapse, SparseBackbone3D
+from perception.models.lidar.backbone import HeightCollapse, SparseBackbone3D, spconv_module
 from perception.models.outputs import BEVFeatures
 from perception.ops.voxelize import voxelize
 from perception.structures.grid import BEVGrid
@@ -93,7 +93,5 @@ class LidarEncoder(nn.Module):
             dense = feats.new_zeros(b, self.backbone.out_channels * self.collapse.depth,
                                     *self.grid.shape)
             return BEVFeatures(self.collapse.conv(dense), valid)
-        from spconv.pytorch import SparseConvTensor  # lazy: see lidar/backbone.py
-
-        x = SparseConvTensor(feats, coords, self.spatial_shape, b)
+        x = spconv_module().SparseConvTensor(feats, coords, self.spatial_shape, b)
         return BEVFeatures(self.collapse(self.backbone(x)), valid)
