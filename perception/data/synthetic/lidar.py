@@ -140,6 +140,7 @@ def _cull_and_pair(parts, origin, psi0, step, n_az, max_range):
 class _Constants:
     """What a sweep needs that depends only on the model and the sensor height."""
 
+    tan_b: np.ndarray        # (B,) tan(elevation) of each beam
     r_ground: np.ndarray     # (B,) float32 horizontal distance at which each beam meets z = 0
     sec: np.ndarray          # (B,) 3-D range per metre of horizontal distance
     sin_el: np.ndarray       # (B,) |sin(elevation)|
@@ -170,7 +171,7 @@ def _constants(model: LidarModel, z_s: float) -> _Constants:
     body_top = model.ego_roof_drop_m + model.ego_roof_slope * r_exit
     blocked = (r_exit[:, None] * -tan_b[None, :]) > body_top[:, None]
     sec = np.sqrt(1.0 + tan_b * tan_b)
-    c = _Constants(r_ground, sec, np.abs(tan_b) / sec, 1.0 / sec, blocked,
+    c = _Constants(tan_b, r_ground, sec, np.abs(tan_b) / sec, 1.0 / sec, blocked,
                    np.asarray(model.no_echo_xyz, dtype=np.float32),
                    np.tile(np.arange(n_b, dtype=np.float32), n_az))
     for a in vars(c).values():
@@ -200,8 +201,8 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     psi0 = float(np.arctan2(R[1, 0], R[0, 0]))  # global heading of the sensor's x axis
     psi = psi0 + step * np.arange(n_az)
     cos_a, sin_a = np.cos(psi), np.sin(psi)
-    elev = model.elevations()
-    tan_b = np.tan(elev)
+    k = _constants(model, z_s)
+    tan_b = k.tan_b
     # Cap the horizontal search: no beam reaches further than max_range horizontally.
     max_r = model.max_range_m
 
@@ -263,8 +264,7 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
         # Exact ties (coplanar faces) are measure-zero but possible; assignment keeps one of them.
         win[col[wp], wb] = wp
 
-    # Ground plane z = 0 for descending beams; per-beam and per-column constants (cached).
-    k = _constants(model, z_s)
+    # Ground plane z = 0 for descending beams (k: per-beam and per-column constants, cached).
     on_part = part_min < k.r_ground[None, :]
     r_h = np.where(on_part, part_min, k.r_ground[None, :])  # horizontal distance of the nearest surface
     valid = np.isfinite(r_h) & (r_h * k.sec[None, :] <= model.max_range_m) & ~k.blocked
@@ -326,7 +326,7 @@ def simulate_lidar(snapshot: Snapshot, global_T_sensor: np.ndarray, rng: np.rand
     # ego car) is still written, as a point ~0.2 m from the sensor with an arbitrary intensity, so
     # every ring has exactly `azimuth_steps` entries (34.7k points a sweep). Reproduce that layout,
     # firing order then ring, so that point counts and ring statistics match the real files.
-    # Random numbers are drawn for the no-echo entries only (a third of a sweep).
+    # Random numbers are drawn for the no-echo entries only (16-25 % of a sweep).
     grid = np.empty((n_az * n_b, 5), dtype=np.float32)
     grid[:, 4] = k.rings
     rows = flat[keep]
