@@ -41,13 +41,14 @@ def spconv_backend() -> str:
                       "or spconv-triton (CUDA only)")
 
 
-def spconv_module():
-    """``spconv.pytorch`` or ``spconv_triton.pytorch`` (see :func:`spconv_backend`)."""
+def spconv_module(backend: str | None = None):
+    """``spconv.pytorch`` or ``spconv_triton.pytorch``: that of ``backend``, by default of
+    :func:`spconv_backend`."""
     # Imported on first use, not at package import: camera/radar models (and `import
     # perception.models`) must work where spconv is not installed, e.g. the GPU machine.
     import warnings
 
-    if spconv_backend() == "spconv_triton":
+    if (backend or spconv_backend()) == "spconv_triton":
         import spconv_triton.pytorch as spconv
 
         return spconv
@@ -63,8 +64,7 @@ def spconv_module():
     return spconv
 
 
-def _subm(c_in: int, c_out: int, key: str):
-    spconv = spconv_module()
+def _subm(spconv, c_in: int, c_out: int, key: str):
     ConvAlgo = spconv.ConvAlgo
     return spconv.SparseSequential(
         spconv.SubMConv3d(c_in, c_out, 3, padding=1, bias=False, indice_key=key,
@@ -72,8 +72,7 @@ def _subm(c_in: int, c_out: int, key: str):
         nn.BatchNorm1d(c_out), nn.ReLU(inplace=True))
 
 
-def _down(c_in: int, c_out: int):
-    spconv = spconv_module()
+def _down(spconv, c_in: int, c_out: int):
     ConvAlgo = spconv.ConvAlgo
     return spconv.SparseSequential(
         spconv.SparseConv3d(c_in, c_out, 3, stride=2, padding=1, bias=False,
@@ -97,23 +96,23 @@ class SparseBackbone3D(nn.Module):
     def __init__(self, *, in_channels: int, channels: tuple[int, ...], blocks_per_stage: int = 2,
                  algo: str = "auto"):
         super().__init__()
-        spconv = spconv_module()
+        self.backend = spconv_backend()     # fixed for the model's life: its modules are of it
+        spconv = spconv_module(self.backend)
         stages, c_in = [], in_channels
         for i, c in enumerate(channels):
-            layers = [_down(c_in, c)] if i > 0 else []
+            layers = [_down(spconv, c_in, c)] if i > 0 else []
             # Layers of one stage share an indice_key: the neighbour pairs are computed once.
-            layers += [_subm(c_in if (i == 0 and j == 0) else c, c, f"subm{i}")
+            layers += [_subm(spconv, c_in if (i == 0 and j == 0) else c, c, f"subm{i}")
                        for j in range(blocks_per_stage)]
             stages.append(spconv.SparseSequential(*layers))
             c_in = c
         self.stages = nn.ModuleList(stages)
         self.algo = algo
-        self.backend = spconv_backend()
         self.out_channels = channels[-1]
         self.downsample = 2 ** (len(channels) - 1)
 
     def _set_algo(self, device: torch.device) -> None:
-        spconv = spconv_module()
+        spconv = spconv_module(self.backend)
         ConvAlgo = spconv.ConvAlgo
         if self.algo == "auto":
             algo = ConvAlgo.MaskImplicitGemm if device.type == "cuda" else ConvAlgo.Native

@@ -93,5 +93,6 @@ class LidarEncoder(nn.Module):
             dense = feats.new_zeros(b, self.backbone.out_channels * self.collapse.depth,
                                     *self.grid.shape)
             return BEVFeatures(self.collapse.conv(dense), valid)
-        x = spconv_module().SparseConvTensor(feats, coords, self.spatial_shape, b)
+        spconv = spconv_module(self.backbone.backend)
+        x = spconv.SparseConvTensor(feats, coords, self.spatial_shape, b)
         return BEVFeatures(self.collapse(self.backbone(x)), valid)
