@@ -9,6 +9,7 @@ call touches (torch, MKL, malloc), and nothing untouched.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -312,27 +313,28 @@ def bench_end_to_end(device: str, repeats: int, frames_dir: str | None = None) -
     """The whole detector at batch 1, per stage (``perception.engine.latency``), for the CPU-scale
     synthetic config and the nuScenes-scale one, on a frame of a small synthetic world written
     to a temporary folder, or on the frames ``save_end_to_end_frames`` wrote to ``frames_dir``."""
+    import contextlib
     import tempfile
 
     from perception.engine.latency import latency_world, stage_latency
 
-    cfgs = _end_to_end_configs()
     out = {}
-    if frames_dir is not None:
-        for name, (rel, cfg) in cfgs.items():
-            path = os.path.join(frames_dir, f"{name}.pt")
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{path}: write the frames with `perception bench "
-                                        f"--save-frames {frames_dir}` where the devkit is installed")
-            batch = torch.load(path, weights_only=False)
-            out[name] = stage_latency(cfg, None, device, repeats=max(1, min(repeats, 5)),
+    with contextlib.ExitStack() as stack:
+        root = None
+        if frames_dir is None:
+            root = latency_world(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="perception-latency-")))
+        for name, (rel, cfg) in _end_to_end_configs().items():
+            batch = None
+            if frames_dir is not None:
+                path = os.path.join(frames_dir, f"{name}.pt")
+                if not os.path.exists(path):
+                    raise FileNotFoundError(f"{path}: write the frames with `perception bench "
+                                            f"--save-frames {frames_dir}` where the devkit is "
+                                            "installed")
+                batch = torch.load(path, weights_only=False)
+            out[name] = stage_latency(cfg, root, device, repeats=max(1, min(repeats, 5)),
                                       batch=batch)
-            out[name]["config"] = f"configs/{rel}"
-        return out
-    with tempfile.TemporaryDirectory(prefix="perception-latency-") as tmp:
-        root = latency_world(tmp)
-        for name, (rel, cfg) in cfgs.items():
-            out[name] = stage_latency(cfg, root, device, repeats=max(1, min(repeats, 5)))
             out[name]["config"] = f"configs/{rel}"
     return out
 
@@ -386,11 +388,9 @@ def run_bench(device: str = "cpu", only: list[str] | str | None = None,
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
     results: dict = {"machine": machine_info(device)}
+    benches = dict(BENCHES, end_to_end=functools.partial(bench_end_to_end, frames_dir=frames_dir))
     for name in names:
-        if name == "end_to_end":
-            results[name] = bench_end_to_end(device, repeats, frames_dir)
-        else:
-            results[name] = BENCHES[name](device, repeats)
+        results[name] = benches[name](device, repeats)
     print(format_table(results))
     if json_out:
         with open(json_out, "w") as f:
