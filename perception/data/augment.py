@@ -229,6 +229,11 @@ def bev_overlap(a: Boxes3D, b: Boxes3D) -> Tensor:
     return ~sep
 
 
+def _time_lag(points: Tensor, fields: Sequence[str]) -> Tensor | None:
+    """The ``time_lag`` column of a point cloud, or None when it has none."""
+    return points[:, fields.index("time_lag")] if "time_lag" in fields else None
+
+
 @dataclass
 class GTDatabase:
     """Objects cut out of training frames: boxes (their frame's ego coordinates) and points.
@@ -287,11 +292,12 @@ class GTDatabase:
             # Chunks of boxes bound the (boxes x points) masks to a few tens of MB.
             for start in range(0, len(gt), 16):
                 sub = gt[start:start + 16]
-                inside = sub.boxes.points_in_boxes(pts)
+                # A moving object's older sweeps trail behind its box: cut them with it.
+                inside = sub.boxes.points_in_boxes(pts, _time_lag(pts, lidar_fields))
                 enlarged = sub.boxes.tensor.clone()
                 enlarged[:, 3:6] += 2 * radar_margin
-                rin = (Boxes3D(enlarged).points_in_boxes(rpts) if len(rpts)
-                       else torch.zeros(len(sub), 0, dtype=torch.bool))
+                rin = (Boxes3D(enlarged).points_in_boxes(rpts, _time_lag(rpts, radar_fields))
+                       if len(rpts) else torch.zeros(len(sub), 0, dtype=torch.bool))
                 for j in range(len(sub)):
                     count = int(inside[j].sum())
                     if count < min_lidar_points:
@@ -393,7 +399,7 @@ class GTPaste:
         boxes = Boxes3D(db.boxes[t])
         lidar = frame.lidar
         if lidar is not None:
-            keep = ~boxes.points_in_boxes(lidar.points).any(0)
+            keep = ~boxes.points_in_boxes(lidar.points, _time_lag(lidar.points, lidar.fields)).any(0)
             new = [db.lidar_points[db.lidar_ptr[i]:db.lidar_ptr[i + 1]] for i in idx]
             lidar = replace(lidar, data=torch.cat([lidar.points[keep], *new]))
         radars = dict(frame.radars)
@@ -402,7 +408,7 @@ class GTPaste:
             enlarged[:, 3:6] += 2 * self.radar_margin
             enlarged = Boxes3D(enlarged)
             for ch, s in radars.items():
-                keep = ~enlarged.points_in_boxes(s.points).any(0)
+                keep = ~enlarged.points_in_boxes(s.points, _time_lag(s.points, s.fields)).any(0)
                 radars[ch] = replace(s, data=s.points[keep])
             # The pasted returns join one channel: the model concatenates all radars anyway.
             new = [db.radar_points[db.radar_ptr[i]:db.radar_ptr[i + 1]] for i in idx]

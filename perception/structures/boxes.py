@@ -154,11 +154,16 @@ class Boxes3D:
         y = sin * local[..., 0] + cos * local[..., 1] + self.y[:, None]
         return torch.stack([x, y], dim=-1)
 
-    def points_in_boxes(self, points: Tensor) -> Tensor:
+    def points_in_boxes(self, points: Tensor, lag: Tensor | None = None) -> Tensor:
         """Which points fall inside which box (faces included, as the devkit's ``points_in_box``).
 
         Args:
             points: (P, 3+) points in the boxes' frame (metres); only columns 0..2 are used.
+            lag: optional (P,) seconds between each point's measurement and the boxes' time
+                (a multi-sweep cloud's ``time_lag``). A point measured ``lag`` s earlier is
+                tested against the box where it stood then, ``velocity * lag`` back along its
+                motion (constant velocity; an unknown velocity counts as standing). Without it,
+                a moving object's older sweeps trail outside its box.
         Returns:
             (N, P) bool.
 
@@ -167,6 +172,10 @@ class Boxes3D:
         """
         pts = _as_tensor(points)[:, :3].to(device=self.device, dtype=self.dtype)
         d = pts[None, :, :] - self.center[:, None, :]  # (N, P, 3)
+        if lag is not None:
+            lag = _as_tensor(lag).to(device=self.device, dtype=self.dtype).reshape(1, -1, 1)
+            v = torch.nan_to_num(self.velocity, nan=0.0)[:, None, :]          # (N, 1, 2)
+            d = torch.cat([d[..., :2] + v * lag, d[..., 2:]], dim=-1)
         cos, sin = torch.cos(self.yaw)[:, None], torch.sin(self.yaw)[:, None]
         # Rotate the offsets by -yaw into the box frame; upright boxes make this a 2D rotation.
         lx = cos * d[..., 0] + sin * d[..., 1]

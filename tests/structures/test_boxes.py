@@ -108,6 +108,23 @@ def test_points_in_boxes_match_devkit():
             != expected).sum() <= 2
 
 
+def test_points_in_boxes_with_lag_test_where_the_box_stood_then():
+    # A box moving at (4, -3) m/s; a point measured 0.5 s earlier sat (2, -1.5) m behind.
+    b = Boxes3D(torch.tensor([[10.0, 5.0, 0.0, 4.0, 2.0, 1.5, 0.6, 4.0, -3.0],
+                              [-10.0, 5.0, 0.0, 4.0, 2.0, 1.5, 0.0, float("nan"), float("nan")]],
+                             dtype=torch.float64))
+    pts = torch.tensor([[10.0, 5.0, 0.0], [8.0, 6.5, 0.2], [8.0, 6.5, 0.2], [-10.5, 5.2, 0.0]],
+                       dtype=torch.float64)
+    lag = torch.tensor([0.0, 0.5, 0.0, 0.5], dtype=torch.float64)
+    plain = b.points_in_boxes(pts)
+    moved = b.points_in_boxes(pts, lag)
+    assert plain[0].tolist() == [True, False, False, False]
+    assert moved[0].tolist() == [True, True, False, False]   # the old return, not the new one
+    # Unknown velocity counts as standing; zero lag is the plain test.
+    assert torch.equal(moved[1], plain[1]) and plain[1, 3]
+    assert torch.equal(b.points_in_boxes(pts, torch.zeros(4, dtype=torch.float64)), plain)
+
+
 def test_round_trip_devkit_box():
     b = random_boxes(25, seed=5)
     originals = [devkit_box(r) for r in b.tensor.numpy()]
