@@ -108,6 +108,35 @@ def test_perfect_maps_decode_back_to_the_ground_truth():
     assert (d.scores > 0.99).all()
 
 
+def test_read_at_centres_gives_the_targets_back_from_perfect_maps_and_a_shift_from_others():
+    """The readout decodes the codes at each GT centre cell next to the box its targets encode:
+    ideal regression maps read back the ground truth (unknown velocity NaN on the target side);
+    a constant added to the vx code shows up as exactly that many m/s."""
+    gt = _gt()
+    head = _head()
+    targets = assign_targets([gt], grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
+                             min_overlap=0.1, min_radius=2, max_objects=16)
+    outs = []
+    for t in targets:
+        reg = torch.zeros(1, 10, GRID.height * GRID.width)
+        n = int(t.mask.sum())
+        reg[0, :, t.index[0, :n]] = t.regression[0, :n].T
+        reg[0, 8] += 0.2                          # +1 m/s in x everywhere
+        outs.append(HeadOutput(torch.zeros(1, len(t.heatmap[0]), *GRID.shape),
+                               reg.view(1, 10, *GRID.shape), torch.zeros(1, 8, *GRID.shape)))
+    ((labels, target, pred),) = head.read_at_centres(tuple(outs), [gt])
+    assert sorted(labels.tolist()) == [0, 1, 5, 8]            # the box outside the grid is left out
+    order = torch.argsort(labels)
+    ref = gt.boxes.tensor[:4][torch.argsort(gt.labels[:4])]
+    torch.testing.assert_close(target[order][:, :6], ref[:, :6], atol=1e-4, rtol=1e-4)
+    truck = labels[order] == 1
+    assert torch.isnan(target[order][truck, 7:]).all()         # unknown stays unknown
+    torch.testing.assert_close(pred[:, :7], torch.nan_to_num(target[:, :7]), atol=1e-4, rtol=1e-4)
+    known = ~truck[torch.argsort(order)]
+    torch.testing.assert_close(pred[known, 7] - target[known, 7],
+                               torch.full((int(known.sum()),), VELOCITY_SCALE * 0.2))
+
+
 def test_gaussian_focal_loss_values():
     target = torch.tensor([1.0, 0.5, 0.0])
     logits = torch.tensor([0.0, 0.0, 0.0])

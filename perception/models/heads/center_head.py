@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from perception.models.heads.decode import attribute_mask, decode_group
 from perception.models.heads.losses import gaussian_focal_loss, masked_l1
-from perception.models.heads.targets import REG_FIELDS, assign_targets
+from perception.models.heads.targets import REG_FIELDS, assign_targets, decode_codes
 from perception.models.layers import ConvBNReLU
 from perception.models.outputs import HeadOutput
 from perception.structures.grid import BEVGrid
@@ -105,6 +105,40 @@ class CenterHead(nn.Module):
             "loss_regression": self.regression_weight * reg_loss,
             "loss_attribute": self.attribute_weight * attr_loss,
         }
+
+    @torch.no_grad()
+    def read_at_centres(self, outputs: tuple[HeadOutput, ...],
+                        gts: list[GroundTruth]) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """The regression read where the loss reads it: at each ground-truth object's centre cell.
+
+        This judges the box geometry (offset, size, heading, velocity) apart from the heatmap:
+        whether the peak is found there is the detection's business, what the head regresses
+        there is this one's. ``tools/probe_regression.py`` aggregates it per class.
+
+        Returns:
+            per frame ``(labels (M,), target (M, 9), predicted (M, 9))``: the objects inside the
+            grid (class vocabulary indices), the boxes their targets encode and the boxes the
+            head's codes at the same cells decode to (``Boxes3D`` layout, ego frame; target
+            velocity NaN where unknown).
+        """
+        targets = assign_targets(gts, grid=self.grid, classes=self.classes,
+                                 class_groups=self.class_groups, min_overlap=self.min_overlap,
+                                 min_radius=self.min_radius, max_objects=self.max_objects)
+        w = self.grid.shape[1]
+        parts: list[list[tuple[Tensor, Tensor, Tensor]]] = [[] for _ in gts]
+        for out, t, group in zip(outputs, targets, self.class_groups):
+            ids = torch.tensor([self.classes.index(c) for c in group], device=t.label.device)
+            b, c = out.regression.shape[:2]
+            pred = out.regression.float().reshape(b, c, -1).gather(
+                2, t.index[:, None].expand(-1, c, -1)).transpose(1, 2)      # (B, max_obj, 10)
+            for i in range(b):
+                m = t.mask[i]
+                cells = torch.stack([t.index[i, m] // w, t.index[i, m] % w], 1)
+                codes = torch.where(t.reg_valid[i, m], t.regression[i, m],
+                                    torch.full_like(t.regression[i, m], float("nan")))
+                parts[i].append((ids[t.label[i, m]], decode_codes(cells, codes, self.grid),
+                                 decode_codes(cells, pred[i, m], self.grid)))
+        return [tuple(torch.cat(x) for x in zip(*p)) for p in parts]
 
     @torch.no_grad()
     def decode(self, outputs: tuple[HeadOutput, ...]) -> list[Detections]:

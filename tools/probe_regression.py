@@ -1,0 +1,130 @@
+"""How well a checkpoint regresses box geometry, read at the ground-truth centre cells of a split.
+
+    python tools/probe_regression.py configs/synthetic/fusion.yaml CHECKPOINT \\
+        --dataroot data/synthetic/demo --version v1.0-mini --split mini_val [--frames 40] \\
+        [--modalities lidar,radar] [--json OUT.json]
+
+nuScenes' TP errors (mATE, mAOE, mAVE) only count boxes the heatmap found and matched, so they
+mix detection and regression. This reads the head's regression where the training loss does
+(``CenterHead.read_at_centres``) and prints, per class: objects, how many move (> 0.5 m/s),
+the centre error (m), the median heading error and the share flipped by more than 150 deg, the
+mean velocity error of moving and of static objects (m/s), and the median ratio of predicted to
+true speed of the moving ones (0 = velocity not learnt, 1 = right). docs/training.md uses it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MOVING = 0.5  # m/s
+
+
+def probe(cfg, checkpoint, dataroot, version, split, *, frames=0, modalities=None,
+          threads=2) -> dict[str, dict]:
+    from perception.engine.checkpoint import model_state
+    from perception.engine.inference import build_eval_loader
+    from perception.models import build_model
+    from perception.structures.batch import collate
+
+    torch.set_num_threads(threads)
+    mods = tuple(modalities or cfg.model.modalities)
+    model = build_model(cfg.model)
+    model.load_state_dict(model_state(checkpoint))
+    model.eval()
+    loader = build_eval_loader(cfg, dataroot, version, split, mods)
+    n = len(loader)
+    # An even spread over the split (neighbouring samples are near copies of each other).
+    keep = set(np.linspace(0, n - 1, frames).round().astype(int).tolist()) if 0 < frames < n else None
+    labels, target, pred = [], [], []
+    with torch.no_grad():
+        for i, item in enumerate(loader):
+            if keep is not None and i not in keep:
+                continue
+            batch = collate([f for f in item if f.gt is not None])
+            out = model(batch, modalities=mods)
+            for lab, tgt, prd in model.head.read_at_centres(out.heads, batch.gt):
+                labels.append(lab)
+                target.append(tgt.double())
+                pred.append(prd.double())
+    return summarize(torch.cat(labels), torch.cat(target), torch.cat(pred), cfg.model.classes)
+
+
+def summarize(labels, target, pred, classes) -> dict[str, dict]:
+    out = {}
+    for c, name in enumerate(classes):
+        sel = labels == c
+        if not sel.any():
+            continue
+        t, p = target[sel], pred[sel]
+        centre = torch.hypot(p[:, 0] - t[:, 0], p[:, 1] - t[:, 1])
+        yaw = torch.remainder(p[:, 6] - t[:, 6] + math.pi, 2 * math.pi) - math.pi
+        speed = torch.hypot(t[:, 7], t[:, 8])
+        known = torch.isfinite(speed)
+        vel_err = torch.hypot(p[:, 7] - t[:, 7], p[:, 8] - t[:, 8])
+        moving = known & (speed > MOVING)
+        static = known & ~moving
+        ratio = torch.hypot(p[moving, 7], p[moving, 8]) / speed[moving]
+        out[name] = {
+            "objects": int(sel.sum()), "moving": int(moving.sum()),
+            "centre_err_m": float(centre.mean()),
+            "heading_err_median_rad": float(yaw.abs().median()),
+            "heading_flipped_share": float((yaw.abs() > math.radians(150)).double().mean()),
+            "vel_err_moving_mps": float(vel_err[moving].mean()) if moving.any() else None,
+            "vel_err_static_mps": float(vel_err[static].mean()) if static.any() else None,
+            "speed_ratio_moving_median": float(ratio.median()) if moving.any() else None,
+        }
+    return out
+
+
+def table(rows: dict[str, dict]) -> str:
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| class | objects | moving | centre err m | heading err (median, rad) | flipped "
+             "> 150 deg | vel err moving m/s | vel err static m/s | speed ratio moving |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['objects']} | {r['moving']} | {f(r['centre_err_m'], '.2f')} | "
+                     f"{f(r['heading_err_median_rad'], '.2f')} | "
+                     f"{f(r['heading_flipped_share'], '.2f')} | {f(r['vel_err_moving_mps'], '.2f')} | "
+                     f"{f(r['vel_err_static_mps'], '.2f')} | {f(r['speed_ratio_moving_median'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path)
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--dataroot", required=True)
+    ap.add_argument("--version", default="v1.0-mini")
+    ap.add_argument("--split", default="mini_val")
+    ap.add_argument("--frames", type=int, default=0, help="an even spread of N samples (0 = all)")
+    ap.add_argument("--modalities", default=None, help="comma-separated subset of the model's")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, as for `perception train`")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = ap.parse_args(argv)
+
+    from perception.config import load_config
+    from perception.models import ExperimentConfig
+
+    cfg = load_config(args.config, ExperimentConfig, args.set)
+    mods = args.modalities.split(",") if args.modalities else None
+    rows = probe(cfg, args.checkpoint, args.dataroot, args.version, args.split,
+                 frames=args.frames, modalities=mods, threads=args.threads)
+    print(table(rows))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
