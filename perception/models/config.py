@@ -138,8 +138,6 @@ class HeadConfig:
         head_channels: channels of each group's conv.
         min_overlap, min_radius: Gaussian heatmap radius from the box footprint (cells).
         max_objects: per frame, for target buffers.
-        regression_radius: cells around each centre whose regression is supervised too
-            (Gaussian-weighted, ``heads.targets``); 0 = the centre cell only (CenterPoint).
         loss weights: heatmap, regression (per-channel weights in ``code_weights``), attribute.
         code_weights: weights of the 10 regression channels
             (dx, dy, z, log l, log w, log h, sin, cos, vx, vy); velocity is coded in units of
@@ -158,7 +156,6 @@ class HeadConfig:
     min_overlap: float = 0.1
     min_radius: int = 2
     max_objects: int = 500
-    regression_radius: int = 0
     heatmap_weight: float = 1.0
     regression_weight: float = 0.25
     attribute_weight: float = 0.2

@@ -198,8 +198,7 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                       max_objects=h.max_objects, heatmap_weight=h.heatmap_weight,
                       regression_weight=h.regression_weight, attribute_weight=h.attribute_weight,
                       code_weights=h.code_weights, score_threshold=h.score_threshold,
-                      top_k=h.top_k, max_detections=h.max_detections, nms_radius=h.nms_radius,
-                      regression_radius=h.regression_radius)
+                      top_k=h.top_k, max_detections=h.max_detections, nms_radius=h.nms_radius)
     return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
                           image_size=cfg.camera.image_size if "camera" in encoders else None,
                           modality_dropout=f.modality_dropout)

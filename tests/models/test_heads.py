@@ -71,59 +71,6 @@ def test_targets_heatmap_peaks_masks_and_nan_velocity():
     assert car.attribute[0, 0] == 5 and ped.attribute[0, 1] == -1
 
 
-def test_regression_radius_supervises_the_window_each_cell_coding_the_same_box():
-    gt = _gt()
-    t0 = assign_targets([gt], grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
-                        min_overlap=0.1, min_radius=2, max_objects=16)
-    t1 = assign_targets([gt], grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
-                        min_overlap=0.1, min_radius=2, max_objects=16, regression_radius=1)
-    for a, b in zip(t0, t1):
-        assert torch.equal(a.heatmap, b.heatmap)
-        # The centre slots hold exactly the r = 0 targets.
-        n = int(a.mask.sum())
-        assert torch.equal(a.centre, a.mask) and torch.equal(a.weight, a.mask.float())
-        c = b.centre[0]
-        assert int(c.sum()) == n
-        assert torch.equal(b.index[0, c], a.index[0, :n])
-        torch.testing.assert_close(b.regression[0, c], a.regression[0, :n])
-        assert torch.equal(b.attribute[0, c], a.attribute[0, :n])
-        assert (b.attribute[0, b.mask[0] & ~c] == -1).all()
-    car = t1[0]
-    s = car.mask[0]
-    assert int(s.sum()) == 9                                   # a lone car: the full 3 x 3 window
-    assert len(set(car.index[0, s].tolist())) == 9
-    w = car.weight[0, s]
-    torch.testing.assert_close(w.sum(), torch.tensor(1.0))
-    assert w[car.centre[0, s]].item() == w.max().item()
-    cells = torch.stack([car.index[0, s] // GRID.width, car.index[0, s] % GRID.width], 1)
-    boxes = decode_codes(cells, car.regression[0, s], GRID)
-    torch.testing.assert_close(boxes[:, :6], gt.boxes.tensor[0, :6].expand(9, -1), atol=1e-4,
-                               rtol=1e-4)
-
-
-def test_regression_radius_gives_a_shared_cell_to_the_nearer_object():
-    # Two pedestrians 1.5 cells apart: their windows overlap, each cell is coded once, for the
-    # object whose Gaussian is higher there (i.e. the nearer centre).
-    boxes = torch.tensor([[0.1, 0.1, -1.0, 0.7, 0.6, 1.7, 0.0, 1.0, 0.0],
-                          [0.85, 0.1, -1.0, 0.7, 0.6, 1.7, 0.0, -1.0, 0.0]])
-    gt = GroundTruth(Boxes3D(boxes), torch.tensor([8, 8]), attributes=torch.tensor([2, 2]))
-    (ped,) = [t for g, t in zip(GROUPS, assign_targets(
-        [gt], grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS, min_overlap=0.1,
-        min_radius=2, max_objects=16, regression_radius=1)) if "pedestrian" in g]
-    s = ped.mask[0]
-    idx = ped.index[0, s]
-    assert len(set(idx.tolist())) == len(idx)                 # no cell coded twice
-    assert int(ped.centre[0].sum()) == 2 and 9 < int(s.sum()) < 18
-    cells = torch.stack([idx // GRID.width, idx % GRID.width], 1)
-    centre = decode_codes(cells, ped.regression[0, s], GRID)[:, :2]
-    cell_xy = (cells.flip(1).float() + 0.5) * GRID.cell_size + torch.tensor([GRID.x_range[0], GRID.y_range[0]])
-    d_own = (centre - cell_xy).norm(dim=1)
-    other = torch.where((centre[:, 0] - 0.1).abs() < 1e-4, 1, 0)
-    d_other = (boxes[other, :2] - cell_xy).norm(dim=1)
-    assert (d_own <= d_other + 1e-4).all()
-    torch.testing.assert_close(ped.weight[0, s].sum(), torch.tensor(2.0))
-
-
 def test_gaussian_radius_grows_with_size_and_shrinks_with_overlap():
     r = gaussian_radius(torch.tensor([2.0, 8.0]), torch.tensor([2.0, 8.0]), 0.1)
     assert r[1] > r[0] > 0

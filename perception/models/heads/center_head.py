@@ -25,8 +25,7 @@ class CenterHead(nn.Module):
         shared_channels: width of the shared 3x3 conv.
         head_channels: width of each group's 3x3 conv (six groups: this is where the head's
             cost is).
-        min_overlap, min_radius, max_objects, regression_radius: target assignment (see
-            ``assign_targets``).
+        min_overlap, min_radius, max_objects: target assignment (see ``assign_targets``).
         heatmap_weight, regression_weight, attribute_weight, code_weights: loss weights.
         score_threshold, top_k, max_detections, nms_radius: decoding (nms_radius per group, m).
     Forward: (B, C, H, W) -> tuple of HeadOutput, one per group.
@@ -37,7 +36,7 @@ class CenterHead(nn.Module):
                  min_overlap: float, min_radius: int, max_objects: int, heatmap_weight: float,
                  regression_weight: float, attribute_weight: float,
                  code_weights: tuple[float, ...], score_threshold: float, top_k: int,
-                 max_detections: int, nms_radius: tuple[float, ...], regression_radius: int = 0):
+                 max_detections: int, nms_radius: tuple[float, ...]):
         super().__init__()
         if len(code_weights) != len(REG_FIELDS):
             raise ValueError(f"code_weights needs {len(REG_FIELDS)} entries ({REG_FIELDS})")
@@ -58,9 +57,6 @@ class CenterHead(nn.Module):
         self.register_buffer("code_weights", torch.tensor(code_weights), persistent=False)
         self.register_buffer("attr_mask", attribute_mask(classes), persistent=False)
         self.min_overlap, self.min_radius, self.max_objects = min_overlap, min_radius, max_objects
-        if regression_radius < 0:
-            raise ValueError(f"regression_radius must be >= 0, got {regression_radius}")
-        self.regression_radius = regression_radius
         self.heatmap_weight = heatmap_weight
         self.regression_weight = regression_weight
         self.attribute_weight = attribute_weight
@@ -85,8 +81,7 @@ class CenterHead(nn.Module):
         """
         targets = assign_targets(gts, grid=self.grid, classes=self.classes,
                                  class_groups=self.class_groups, min_overlap=self.min_overlap,
-                                 min_radius=self.min_radius, max_objects=self.max_objects,
-                                 regression_radius=self.regression_radius)
+                                 min_radius=self.min_radius, max_objects=self.max_objects)
         heat_loss = reg_loss = attr_loss = outputs[0].heatmap.new_zeros(())
         for out, t in zip(outputs, targets):
             fl, npos = gaussian_focal_loss(out.heatmap, t.heatmap)
@@ -94,12 +89,12 @@ class CenterHead(nn.Module):
             b, c = out.regression.shape[:2]
             pred = out.regression.reshape(b, c, -1).gather(
                 2, t.index[:, None].expand(-1, c, -1)).transpose(1, 2)      # (B, max_obj, 10)
-            weight = (t.reg_valid & t.mask[..., None]) * self.code_weights * t.weight[..., None]
-            reg_loss = reg_loss + masked_l1(pred, t.regression, weight) / t.centre.sum().clamp(min=1)
+            weight = (t.reg_valid & t.mask[..., None]) * self.code_weights
+            reg_loss = reg_loss + masked_l1(pred, t.regression, weight) / t.mask.sum().clamp(min=1)
             a = out.attribute.shape[1]
             logits = out.attribute.reshape(b, a, -1).gather(
                 2, t.index[:, None].expand(-1, a, -1)).transpose(1, 2)      # (B, max_obj, 8)
-            attr_t = torch.where(t.mask & t.centre, t.attribute, torch.full_like(t.attribute, -1))
+            attr_t = torch.where(t.mask, t.attribute, torch.full_like(t.attribute, -1))
             if (attr_t >= 0).any():
                 attr_loss = attr_loss + F.cross_entropy(
                     logits.reshape(-1, a), attr_t.reshape(-1), ignore_index=-1)
@@ -128,8 +123,7 @@ class CenterHead(nn.Module):
         """
         targets = assign_targets(gts, grid=self.grid, classes=self.classes,
                                  class_groups=self.class_groups, min_overlap=self.min_overlap,
-                                 min_radius=self.min_radius, max_objects=self.max_objects,
-                                 regression_radius=self.regression_radius)
+                                 min_radius=self.min_radius, max_objects=self.max_objects)
         w = self.grid.shape[1]
         parts: list[list[tuple[Tensor, Tensor, Tensor]]] = [[] for _ in gts]
         for out, t, group in zip(outputs, targets, self.class_groups):
@@ -138,7 +132,7 @@ class CenterHead(nn.Module):
             pred = out.regression.float().reshape(b, c, -1).gather(
                 2, t.index[:, None].expand(-1, c, -1)).transpose(1, 2)      # (B, max_obj, 10)
             for i in range(b):
-                m = t.mask[i] & t.centre[i]
+                m = t.mask[i]
                 cells = torch.stack([t.index[i, m] // w, t.index[i, m] % w], 1)
                 codes = torch.where(t.reg_valid[i, m], t.regression[i, m],
                                     torch.full_like(t.regression[i, m], float("nan")))

@@ -1,14 +1,6 @@
 """Ground truth -> CenterPoint targets: per class group a Gaussian heatmap, and at each object's
 centre cell the regression and attribute targets.
 
-With ``regression_radius`` r > 0 the regression is also supervised at the cells up to r away
-from the centre (a (2r+1)^2 window), each coding the same box relative to itself (its own dx, dy,
-outside [0, 1) off the centre) and weighted by the object's heatmap Gaussian there, the weights
-of an object summing to 1 (TTFNet's "more training samples from each box": the same loss per
-object, spread over more cells, so the regression sees several samples per object and a step;
-the decoder still reads the peak cell). A cell within reach of two objects of a group codes the
-one whose Gaussian is higher there. r = 0 is CenterPoint: the centre cell only.
-
 Regression code (10 channels, ``REG_FIELDS``), for a box centred at metric (x, y):
 ``u = (x - x_min) / cell``, ``v = (y - y_min) / cell``, centre cell ``(row, col) = (floor v,
 floor u)``; ``dx = u - col``, ``dy = v - row`` in [0, 1); ``z`` metres; ``log l, log w, log h``;
@@ -40,22 +32,17 @@ class GroupTargets:
 
     Attributes:
         heatmap: (B, K_g, H, W) float in [0, 1], exactly 1 at object centre cells.
-        index: (B, S) int64 flat cell index ``row * W + col`` of each supervised cell;
-            S = max_objects * (2r + 1)^2, an object's centre first.
-        mask: (B, S) bool, slot holds a supervised cell.
-        centre: (B, S) bool, the slot is an object's centre cell (one per object).
-        weight: (B, S) float regression weight (1 at the centre when r = 0; an object's sum 1).
-        regression: (B, S, 10) float, ``REG_FIELDS`` relative to the slot's cell (NaN-free).
-        reg_valid: (B, S, 10) bool, per channel (velocity false where unknown).
-        attribute: (B, S) int64 attribute index, -1 ignore (and off the centre).
-        label: (B, S) int64 class channel within the group.
+        index: (B, max_objects) int64 flat cell index ``row * W + col``.
+        mask: (B, max_objects) bool, slot holds an object.
+        regression: (B, max_objects, 10) float, ``REG_FIELDS`` (NaN-free).
+        reg_valid: (B, max_objects, 10) bool, per channel (velocity false where unknown).
+        attribute: (B, max_objects) int64 attribute index, -1 ignore.
+        label: (B, max_objects) int64 class channel within the group.
     """
 
     heatmap: Tensor
     index: Tensor
     mask: Tensor
-    centre: Tensor
-    weight: Tensor
     regression: Tensor
     reg_valid: Tensor
     attribute: Tensor
@@ -135,26 +122,9 @@ def draw_heatmap(cells: Tensor, labels: Tensor, radius: Tensor, num_classes: int
     return out.view(num_classes, h, w)
 
 
-def _window(cells: Tensor, radius: Tensor, r: int, shape: tuple[int, int]):
-    """The (2r+1)^2 cells around each centre, centre first: rows, cols (N, K) int64, Gaussian
-    weight (N, K) (the heatmap's sigma; 0 outside the grid)."""
-    h, w = shape
-    d = torch.arange(-r, r + 1, device=cells.device)
-    dr, dc = torch.meshgrid(d, d, indexing="ij")
-    dr, dc = dr.reshape(-1), dc.reshape(-1)
-    order = torch.argsort((dr.abs() + dc.abs()) * 100 + (dr + r) * (2 * r + 1) + dc + r)
-    dr, dc = dr[order], dc[order]                        # (0, 0) first
-    rows, cols = cells[:, :1] + dr, cells[:, 1:] + dc
-    sigma = (2 * radius.float() + 1) / 6
-    g = torch.exp(-(dr ** 2 + dc ** 2).float()[None] / (2 * sigma[:, None] ** 2))
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    return rows, cols, g * inside, dr, dc
-
-
 def assign_targets(gts: list[GroundTruth], *, grid: BEVGrid, classes: tuple[str, ...],
                    class_groups: tuple[tuple[str, ...], ...], min_overlap: float,
-                   min_radius: int, max_objects: int, regression_radius: int = 0
-                   ) -> list[GroupTargets]:
+                   min_radius: int, max_objects: int) -> list[GroupTargets]:
     """Build the targets of every class group for a batch.
 
     Args:
@@ -164,26 +134,21 @@ def assign_targets(gts: list[GroundTruth], *, grid: BEVGrid, classes: tuple[str,
         min_overlap, min_radius: heatmap radius (cells).
         max_objects: per frame and group; extra objects are dropped (a warning would flood logs
             at nuScenes density; pick it above the dataset's maximum).
-        regression_radius: r, cells around the centre also supervised (module docstring).
     Returns:
         one :class:`GroupTargets` per group.
     """
     dev = gts[0].boxes.device if gts else torch.device("cpu")
     b, (h, w) = len(gts), grid.shape
-    k = (2 * regression_radius + 1) ** 2
-    slots = max_objects * k
     out = []
     for group in class_groups:
-        chan = {classes.index(c): j for j, c in enumerate(group)}
+        chan = {classes.index(c): k for k, c in enumerate(group)}
         heat = torch.zeros(b, len(group), h, w, device=dev)
-        index = torch.zeros(b, slots, dtype=torch.int64, device=dev)
-        mask = torch.zeros(b, slots, dtype=torch.bool, device=dev)
-        centre = torch.zeros(b, slots, dtype=torch.bool, device=dev)
-        weight = torch.zeros(b, slots, device=dev)
-        reg = torch.zeros(b, slots, len(REG_FIELDS), device=dev)
-        reg_valid = torch.zeros(b, slots, len(REG_FIELDS), dtype=torch.bool, device=dev)
-        attr = torch.full((b, slots), -1, dtype=torch.int64, device=dev)
-        label = torch.zeros(b, slots, dtype=torch.int64, device=dev)
+        index = torch.zeros(b, max_objects, dtype=torch.int64, device=dev)
+        mask = torch.zeros(b, max_objects, dtype=torch.bool, device=dev)
+        reg = torch.zeros(b, max_objects, len(REG_FIELDS), device=dev)
+        reg_valid = torch.zeros(b, max_objects, len(REG_FIELDS), dtype=torch.bool, device=dev)
+        attr = torch.full((b, max_objects), -1, dtype=torch.int64, device=dev)
+        label = torch.zeros(b, max_objects, dtype=torch.int64, device=dev)
         for i, gt in enumerate(gts):
             if gt is None:
                 raise ValueError("assign_targets needs ground truth for every frame")
@@ -203,34 +168,11 @@ def assign_targets(gts: list[GroundTruth], *, grid: BEVGrid, classes: tuple[str,
                                      boxes[keep, 4] / grid.cell_size, min_overlap)
             radius = radius.floor().long().clamp(min=min_radius)
             heat[i] = draw_heatmap(cells, labels, radius, len(group), (h, w))
-            rows, cols, g, dr, dc = _window(cells, radius, regression_radius, (h, w))
-            flat = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)            # (n, K)
-            # A cell goes to the object whose Gaussian is highest there (earlier object on ties);
-            # an object's own centre always stays its own.
-            key = g - 1e-6 * torch.arange(n, device=dev)[:, None]
-            best = torch.full((h * w,), -1.0, device=dev).scatter_reduce(
-                0, flat.reshape(-1), key.reshape(-1), reduce="amax")
-            own = (g > 0) & (key >= best[flat])
-            own[:, 0] = True
-            wt = torch.where(own, g, torch.zeros_like(g))
-            wt = wt / wt.sum(1, keepdim=True)
-            cell_codes = codes[:, None, :].repeat(1, k, 1)                 # (n, K, 10)
-            cell_codes[..., 0] -= dc.to(codes.dtype)
-            cell_codes[..., 1] -= dr.to(codes.dtype)
-            m = own.reshape(-1)
-            s_n = int(m.sum())
-            index[i, :s_n] = flat.reshape(-1)[m]
-            mask[i, :s_n] = True
-            is_centre = torch.zeros(n, k, dtype=torch.bool, device=dev)
-            is_centre[:, 0] = True
-            centre[i, :s_n] = is_centre.reshape(-1)[m]
-            weight[i, :s_n] = wt.reshape(-1)[m]
-            cc = cell_codes.reshape(n * k, -1)[m]
-            reg_valid[i, :s_n] = torch.isfinite(cc)
-            reg[i, :s_n] = torch.nan_to_num(cc, nan=0.0, posinf=0.0, neginf=0.0)
-            a = torch.full((n, k), -1, dtype=torch.int64, device=dev)
-            a[:, 0] = gt.attributes[sel][keep]
-            attr[i, :s_n] = a.reshape(-1)[m]
-            label[i, :s_n] = labels[:, None].expand(n, k).reshape(-1)[m]
-        out.append(GroupTargets(heat, index, mask, centre, weight, reg, reg_valid, attr, label))
+            index[i, :n] = cells[:, 0] * w + cells[:, 1]
+            mask[i, :n] = True
+            reg_valid[i, :n] = torch.isfinite(codes)
+            reg[i, :n] = torch.nan_to_num(codes, nan=0.0, posinf=0.0, neginf=0.0)
+            attr[i, :n] = gt.attributes[sel][keep]
+            label[i, :n] = labels
+        out.append(GroupTargets(heat, index, mask, reg, reg_valid, attr, label))
     return out
