@@ -46,7 +46,13 @@ def probe(cfg, checkpoint, dataroot, version, split, *, frames=0, modalities=Non
         for i, item in enumerate(loader):
             if keep is not None and i not in keep:
                 continue
-            batch = collate([f for f in item if f.gt is not None])
+            if any(f.gt is None for f in item):
+                raise SystemExit(f"{dataroot} {split}: sample {item[0].token} has no annotations; "
+                                 "the probe needs a split with ground truth")
+            frames_ok = [f for f in item if f.modalities & set(mods)]
+            if not frames_ok:     # its sensors failed to load (the reader warned, naming the file)
+                continue
+            batch = collate(frames_ok)
             out = model(batch, modalities=mods)
             for lab, tgt, prd in model.head.read_at_centres(out.heads, batch.gt):
                 labels.append(lab)

@@ -1,0 +1,44 @@
+"""The diagnostic tools under tools/ (scripts, loaded from their files)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_probe_regression_summary_per_class():
+    probe = _load("probe_regression")
+    nan = float("nan")
+    # class 0: a car moving at 10 m/s predicted at 5 m/s, heading flipped; a parked car predicted
+    # at 1 m/s; class 1: one object, unknown velocity.
+    target = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 10.0, 0.0],
+                           [5.0, 5.0, 0.0, 4.0, 2.0, 1.5, 1.0, 0.0, 0.0],
+                           [9.0, 9.0, 0.0, 8.0, 2.5, 3.0, 0.5, nan, nan]], dtype=torch.float64)
+    pred = target.clone()
+    pred[0, 0] += 0.3
+    pred[0, 6] = math.pi
+    pred[0, 7] = 5.0
+    pred[1, 7:9] = torch.tensor([0.6, 0.8], dtype=torch.float64)
+    pred[2, 7:9] = 3.0
+    rows = probe.summarize(torch.tensor([0, 0, 1]), target, pred, ("car", "truck", "bus"))
+    assert set(rows) == {"car", "truck"}
+    car, truck = rows["car"], rows["truck"]
+    assert car["objects"] == 2 and car["moving"] == 1
+    assert math.isclose(car["centre_err_m"], 0.15)
+    assert math.isclose(car["heading_flipped_share"], 0.5)
+    assert math.isclose(car["vel_err_moving_mps"], 5.0) and math.isclose(car["vel_err_static_mps"], 1.0)
+    assert math.isclose(car["speed_ratio_moving_median"], 0.5)
+    assert truck["moving"] == 0 and truck["vel_err_moving_mps"] is None
+    assert truck["vel_err_static_mps"] is None          # unknown velocity is neither
+    assert "| car | 2 | 1 | 0.15 |" in probe.table(rows)
