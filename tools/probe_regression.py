@@ -37,22 +37,22 @@ def probe(cfg, checkpoint, dataroot, version, split, *, frames=0, modalities=Non
     model = build_model(cfg.model)
     model.load_state_dict(model_state(checkpoint))
     model.eval()
-    loader = build_eval_loader(cfg, dataroot, version, split, mods)
-    n = len(loader)
-    # An even spread over the split (neighbouring samples are near copies of each other).
-    keep = set(np.linspace(0, n - 1, frames).round().astype(int).tolist()) if 0 < frames < n else None
+    # The eval loader's dataset (sensors of ``mods`` only, images at the network size), read
+    # at an even spread of samples only: neighbouring samples are near copies of each other.
+    dataset = build_eval_loader(cfg, dataroot, version, split, mods).dataset
+    n = len(dataset)
+    picks = (np.linspace(0, n - 1, frames).round().astype(int) if 0 < frames < n
+             else np.arange(n))
     labels, target, pred = [], [], []
     with torch.no_grad():
-        for i, item in enumerate(loader):
-            if keep is not None and i not in keep:
-                continue
-            if any(f.gt is None for f in item):
-                raise SystemExit(f"{dataroot} {split}: sample {item[0].token} has no annotations; "
+        for i in sorted(set(picks.tolist())):
+            frame = dataset[i]
+            if frame.gt is None:
+                raise SystemExit(f"{dataroot} {split}: sample {frame.token} has no annotations; "
                                  "the probe needs a split with ground truth")
-            frames_ok = [f for f in item if f.modalities & set(mods)]
-            if not frames_ok:     # its sensors failed to load (the reader warned, naming the file)
+            if not frame.modalities & set(mods):   # its sensors failed to load (the reader warned)
                 continue
-            batch = collate(frames_ok)
+            batch = collate([frame])
             out = model(batch, modalities=mods)
             for lab, tgt, prd in model.head.read_at_centres(out.heads, batch.gt):
                 labels.append(lab)
