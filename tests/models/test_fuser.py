@@ -81,3 +81,51 @@ def test_context_levels_keep_the_grid_and_all_learn(scales):
 def test_context_rejects_an_indivisible_grid():
     with pytest.raises(ValueError, match="divisible by 4"):
         BEVContext(8, blocks=1, scales=3)(torch.randn(1, 8, 30, 30))
+
+
+def test_channel_weights_renormalise_over_the_modalities_present():
+    fuser, bevs = _fuser(), _bevs()
+    with torch.no_grad():
+        # Channels 0-3 prefer the camera strongly, 4-7 LiDAR; radar never.
+        fuser.channel_logits.zero_()
+        fuser.channel_logits[0, :4] = 1.0
+        fuser.channel_logits[1, 4:] = 1.0
+        fuser.channel_logits[2] = -1.0
+    tokens = torch.randn(2, 3, 8, 6, 5)
+    vmask = torch.ones(2, 3, 1, 6, 5)
+    base = fuser.channel_mean(tokens, vmask, [0, 1, 2])
+    torch.testing.assert_close(base[:, :4], tokens[:, 0, :4], atol=1e-3, rtol=0)
+    torch.testing.assert_close(base[:, 4:], tokens[:, 1, 4:], atol=1e-3, rtol=0)
+    # Without the camera at a cell (and in a frame with radar only), its channels fall to what is
+    # there: LiDAR wins over radar, and radar alone is taken whole.
+    vmask[:, 0, :, :, :2] = 0
+    base = fuser.channel_mean(tokens, vmask, [0, 1, 2])
+    torch.testing.assert_close(base[:, :, :, :2], tokens[:, 1, :, :, :2], atol=1e-3, rtol=0)
+    only_radar = fuser.channel_mean(tokens[:, 2:], vmask[:, 2:], [2])
+    torch.testing.assert_close(only_radar, tokens[:, 2])
+    # A preference far stronger than float can express (exp(-200)) for a sensor absent at a cell
+    # still leaves the present ones their weights there, in float16 too.
+    with torch.no_grad():
+        fuser.channel_logits[1] = 20.0
+    vmask = torch.ones(2, 3, 1, 6, 5)
+    vmask[:, 1, :, :, :2] = 0
+    half = fuser.channel_mean(tokens.half(), vmask.half(), [0, 1, 2])
+    cam_radar = fuser.channel_mean(tokens[:, [0, 2]], vmask[:, [0, 2]], [0, 2])
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half[..., :2].float(), cam_radar[..., :2], atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(half[..., 2:].float(), tokens[:, 1, :, :, 2:], atol=5e-3, rtol=5e-3)
+    # No valid modality: exactly zero, with finite gradients.
+    logits = fuser.channel_logits
+    none = fuser.channel_mean(tokens, torch.zeros_like(vmask), [0, 1, 2])
+    assert (none == 0).all()
+    fuser.channel_mean(tokens, vmask, [0, 1, 2]).sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_zero_channel_logits_are_the_masked_mean_and_one_modality_has_none():
+    fuser = _fuser()
+    tokens, vmask = torch.randn(2, 3, 8, 6, 5), (torch.rand(2, 3, 1, 6, 5) > 0.3).float()
+    expect = (tokens * vmask).sum(1) / vmask.sum(1).clamp(min=1)
+    torch.testing.assert_close(fuser.channel_mean(tokens, vmask, [0, 1, 2]), expect)
+    single = AttentionFuser(in_channels={"lidar": 6}, channels=8, heads=2, context_blocks=1)
+    assert single.channel_logits is None and "channel_logits" not in single.state_dict()
