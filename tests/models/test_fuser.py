@@ -84,7 +84,7 @@ def test_context_rejects_an_indivisible_grid():
 
 
 def test_channel_weights_renormalise_over_the_modalities_present():
-    fuser, bevs = _fuser(), _bevs()
+    fuser = _fuser()
     with torch.no_grad():
         # Channels 0-3 prefer the camera strongly, 4-7 LiDAR; radar never.
         fuser.channel_logits.zero_()

@@ -4,9 +4,10 @@ At each BEV cell the available modality features are M tokens. Their base combin
 by channel, a learned convex combination over the modalities present (per-channel modality
 weights, softmax renormalised over what is there; the channel-normalised weights of UniBEV): a
 channel that only LiDAR informs can take LiDAR alone instead of its average with a camera channel
-that is noise early in training. A query built from that base attends over the tokens (multi-head, softmax over modalities only), with absent modalities and
-invalid cells (e.g. outside every present camera's frustum) masked to -inf, never zero-filled:
-a zero feature is a claim ("empty space"), an absent sensor is no claim. So the fused feature of
+that is noise early in training. A query built from that base attends over the tokens
+(multi-head, softmax over modalities only), with absent modalities and invalid cells (e.g.
+outside every present camera's frustum) masked to -inf, never zero-filled: a zero feature is a
+claim ("empty space"), an absent sensor is no claim. So the fused feature of
 a cell is a convex combination of what *is* there, for any non-empty subset of sensors, and the
 same weights serve every subset (trained with modality dropout). Spatial context comes from a
 multi-scale residual network afterwards (``context.BEVContext``): heading and velocity are read
@@ -111,7 +112,8 @@ class AttentionFuser(nn.Module):
         preference for an absent sensor cannot underflow the others' weights (float16 under AMP)."""
         if self.channel_logits is None:
             return (tokens * vmask).sum(1) / vmask.sum(1).clamp(min=1)
-        logits = (self.channel_logits[idx].float() * self.CHANNEL_LOGIT_GAIN)[None, :, :, None, None]
+        logits = self.channel_logits[idx].float() * self.CHANNEL_LOGIT_GAIN
+        logits = logits[None, :, :, None, None]
         logits = logits.masked_fill(vmask == 0, float("-inf"))             # (B, M', C, H, W)
         top = logits.amax(dim=1, keepdim=True)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
