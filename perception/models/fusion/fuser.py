@@ -88,10 +88,10 @@ class AttentionFuser(nn.Module):
         b, m, c, h, w = tokens.shape
         vmask = valid[:, :, None].to(tokens.dtype)
         count = vmask.sum(1)                                                # (B, 1, H, W)
-        mean = self.channel_mean(tokens, vmask, idx)                        # (B, C, H, W)
+        base = self.channel_mean(tokens, vmask, idx)                        # (B, C, H, W)
         flat = tokens.reshape(b * m, c, h, w)
         dh = c // self.heads
-        q = self.q(mean).reshape(b, 1, self.heads, dh, h, w)
+        q = self.q(base).reshape(b, 1, self.heads, dh, h, w)
         k = self.k(flat).reshape(b, m, self.heads, dh, h, w)
         v = self.v(flat).reshape(b, m, self.heads, dh, h, w)
         logits = (q * k).sum(3) / math.sqrt(dh)                             # (B, M', heads, H, W)
@@ -102,7 +102,7 @@ class AttentionFuser(nn.Module):
         attn = logits.softmax(dim=1)
         fused = (attn[:, :, :, None] * v).sum(1).reshape(b, c, h, w)
         anyv = (count > 0).to(tokens.dtype)
-        x = self.norm(mean + self.out(fused)) * anyv
+        x = self.norm(base + self.out(fused)) * anyv
         return self.context(x) * anyv
 
     def channel_mean(self, tokens: Tensor, vmask: Tensor, idx: list[int]) -> Tensor:
