@@ -401,7 +401,10 @@ class GTPaste:
         if lidar is not None:
             keep = ~boxes.points_in_boxes(lidar.points, _time_lag(lidar.points, lidar.fields)).any(0)
             new = [db.lidar_points[db.lidar_ptr[i]:db.lidar_ptr[i + 1]] for i in idx]
-            lidar = replace(lidar, data=torch.cat([lidar.points[keep], *new]))
+            # Rows stay in order, so earlier pasted rows that survive are still the last ones.
+            earlier = int(keep[len(keep) - lidar.num_pasted:].sum()) if lidar.num_pasted else 0
+            lidar = replace(lidar, data=torch.cat([lidar.points[keep], *new]),
+                            num_pasted=earlier + sum(len(x) for x in new))
         radars = dict(frame.radars)
         if radars:
             enlarged = boxes.tensor.clone()

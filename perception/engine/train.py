@@ -153,9 +153,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
-def dataset_modalities(model_modalities: Sequence[str]) -> tuple[str, ...]:
-    """Sensors to load for a model: the ones it was built with."""
-    return tuple(m for m in ("lidar", "radar", "camera") if m in model_modalities)
+def dataset_modalities(model_modalities: Sequence[str], *,
+                       depth_supervision: bool = False) -> tuple[str, ...]:
+    """Sensors to load for a model: the ones it was built with, and LiDAR as the depth target
+    of a camera model trained with depth supervision."""
+    need = set(model_modalities)
+    if depth_supervision and "camera" in need:
+        need.add("lidar")
+    return tuple(m for m in ("lidar", "radar", "camera") if m in need)
 
 
 def build_train_dataset(cfg, work_dir: str | os.PathLike, *, nusc=None, verbose: bool = True):
@@ -177,15 +182,19 @@ def build_train_dataset(cfg, work_dir: str | os.PathLike, *, nusc=None, verbose:
         from nuscenes.nuscenes import NuScenes
 
         nusc = NuScenes(version=d.version, dataroot=d.root, verbose=False)
+    m = cfg.model
     base = NuScenesDataset(d.root, d.version, d.train_split, sweeps=d.lidar_sweeps,
-                           radar_sweeps=d.radar_sweeps,
-                           modalities=dataset_modalities(cfg.model.modalities), nusc=nusc)
+                           radar_sweeps=d.radar_sweeps, nusc=nusc,
+                           modalities=dataset_modalities(
+                               m.modalities, depth_supervision=m.camera.depth_weight > 0))
     image_size = cfg.model.camera.image_size if "camera" in cfg.model.modalities else None
     aug = d.augment
     augmenter = None
     if aug.enabled:
         paste = None
-        if aug.paste.counts:
+        # Pasted objects exist only in the point clouds: a model without a point sensor would be
+        # taught boxes it cannot see (its LiDAR, loaded for depth targets, is not an input).
+        if aug.paste.counts and {"lidar", "radar"} & set(m.modalities):
             db_path = Path(aug.paste.database)
             if not db_path.is_absolute():
                 db_path = Path(work_dir) / db_path

@@ -34,6 +34,10 @@ class CameraConfig:
         context_channels: channels of the lifted feature (what lands in BEV).
         out_channels: channels of the camera BEV map after the BEV conv.
         pixel_mean, pixel_std: RGB normalisation on [0, 255] values.
+        depth_weight: weight of the depth supervision from LiDAR (``camera.depth``: cross-entropy
+            of the lift's depth distribution against the nearest keyframe LiDAR point per feature
+            pixel); 0 turns it off. When > 0, training loads LiDAR even for a model without a
+            LiDAR input (as a target only; it is never the camera model's input).
     """
 
     image_size: tuple[int, int] = (128, 352)
@@ -47,6 +51,7 @@ class CameraConfig:
     out_channels: int = 64
     pixel_mean: tuple[float, float, float] = (123.7, 116.3, 103.5)
     pixel_std: tuple[float, float, float] = (58.4, 57.1, 57.4)
+    depth_weight: float = 0.0
 
     @property
     def num_depth_bins(self) -> int:

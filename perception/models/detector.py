@@ -20,6 +20,7 @@ from perception.models.camera import (
     ResNetBackbone,
     resize_images,
 )
+from perception.models.camera.depth import depth_loss, lidar_depth_targets
 from perception.models.config import MODALITIES, ModelConfig
 from perception.models.fusion import AttentionFuser
 from perception.models.heads import CenterHead
@@ -40,11 +41,12 @@ class FusionDetector(nn.Module):
         head: built ``CenterHead``.
         image_size: (H, W) the camera encoder takes; other sizes are resized (img_aug updated).
         modality_dropout: per-frame probability of dropping each sensor in training.
+        depth_weight: weight of the camera depth supervision from LiDAR (``loss_depth``); 0: off.
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
                  head: CenterHead, image_size: tuple[int, int] | None = None,
-                 modality_dropout: float = 0.0):
+                 modality_dropout: float = 0.0, depth_weight: float = 0.0):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -58,6 +60,7 @@ class FusionDetector(nn.Module):
         self.fuser, self.head = fuser, head
         self.image_size = image_size
         self.modality_dropout = modality_dropout
+        self.depth_weight = depth_weight if "camera" in self.modalities else 0.0
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
@@ -128,12 +131,40 @@ class FusionDetector(nn.Module):
         present = self.select(batch, modalities)
         bevs = self.encode(batch, present)
         fused = self.fuser(bevs, present.to(batch.lidar_mask.device))
-        return DetectorOutput(heads=self.head(fused), present=present, fused=fused)
+        camera = bevs.get("camera")
+        return DetectorOutput(heads=self.head(fused), present=present, fused=fused,
+                              depth_logits=None if camera is None else camera.depth_logits)
 
     def loss(self, outputs: DetectorOutput, batch: Batch) -> dict[str, Tensor]:
-        """Weighted loss terms (``loss_heatmap``, ``loss_regression``, ``loss_attribute``);
-        the training objective is their sum."""
-        return self.head.loss(outputs.heads, batch.gt)
+        """Weighted loss terms (``loss_heatmap``, ``loss_regression``, ``loss_attribute``, and
+        ``loss_depth`` when depth supervision is on); the training objective is their sum."""
+        losses = self.head.loss(outputs.heads, batch.gt)
+        if self.depth_weight > 0:
+            losses["loss_depth"] = self.depth_weight * self._depth_loss(outputs, batch)
+        return losses
+
+    def _depth_loss(self, outputs: DetectorOutput, batch: Batch) -> Tensor:
+        """Cross-entropy of the lift's depth against LiDAR, over the cameras this forward used
+        in frames that have LiDAR (0 when there are none)."""
+        logits = outputs.depth_logits
+        if logits is None:  # no frame used its cameras (modality dropout)
+            return outputs.fused.sum() * 0.0
+        if self.image_size is not None:  # the img_aug the lift saw (a no-op when already sized)
+            batch = resize_images(batch, self.image_size)
+        dev = logits.device
+        used = outputs.present[:, self.modalities.index("camera")].to(dev)
+        cams = batch.camera_mask & (used & batch.lidar_mask)[:, None]
+        pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
+                  else torch.zeros(len(batch), dtype=torch.int64))
+        lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
+        lift = self.encoders["camera"].lift
+        with torch.no_grad():
+            targets = lidar_depth_targets(
+                batch.lidar_points, pasted, time_lag_col=lag, intrinsics=batch.intrinsics,
+                ego_T_camera=batch.ego_T_camera, img_aug=batch.img_aug, camera_mask=cams,
+                feature_shape=tuple(logits.shape[-2:]), stride=lift.stride,
+                depth_bins=lift.depth_bins)
+        return depth_loss(logits, targets)
 
     @torch.no_grad()
     def predict(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> list[Detections]:
@@ -201,4 +232,5 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                       top_k=h.top_k, max_detections=h.max_detections, nms_radius=h.nms_radius)
     return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
                           image_size=cfg.camera.image_size if "camera" in encoders else None,
-                          modality_dropout=f.modality_dropout)
+                          modality_dropout=f.modality_dropout,
+                          depth_weight=cfg.camera.depth_weight)

@@ -15,10 +15,13 @@ class BEVFeatures:
         valid: (B, H, W) bool, cells where this sensor can say anything for that frame (frame has
             the sensor and, for cameras, the cell lies in a present camera's frustum). The fuser
             masks invalid cells out; their feature values are never used.
+        depth_logits: cameras only: (B, N, D, h, w) the lift's depth logits per camera and
+            feature pixel (rows of absent cameras are meaningless), for depth supervision.
     """
 
     features: Tensor
     valid: Tensor
+    depth_logits: Tensor | None = None
 
 
 @dataclass
@@ -46,8 +49,10 @@ class DetectorOutput:
         present: (B, M) bool, which modalities (``FusionDetector.modalities`` order) were used
             for each frame (after modality dropout).
         fused: (B, C, H, W) fused BEV features.
+        depth_logits: the camera encoder's (B, N, D, h, w) depth logits when it ran, else None.
     """
 
     heads: tuple[HeadOutput, ...]
     present: Tensor
     fused: Tensor
+    depth_logits: Tensor | None = None

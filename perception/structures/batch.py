@@ -34,6 +34,8 @@ class Batch:
         global_T_ego: (B, 4, 4) float64.
         lidar_points: B tensors (N_b, C_lidar) float32, ego frame; (0, C) where a frame has no LiDAR.
         lidar_mask: (B,) bool, frame has LiDAR.
+        lidar_num_pasted: (B,) int64, trailing rows of each LiDAR cloud inserted by GT copy-paste
+            (``SensorSample.num_pasted``); the cameras do not see them.
         radar_points: B tensors (R_b, C_radar) float32: all radar channels of the frame
             concatenated in ``RADAR_CHANNELS`` order, ego frame.
         radar_mask: (B,) bool, frame has at least one radar.
@@ -55,6 +57,7 @@ class Batch:
     lidar_mask: Tensor
     radar_points: list[Tensor]
     radar_mask: Tensor
+    lidar_num_pasted: Tensor | None = None
     images: Tensor | None = None
     camera_mask: Tensor | None = None
     intrinsics: Tensor | None = None
@@ -78,6 +81,7 @@ class Batch:
             global_T_ego=mv(self.global_T_ego),
             lidar_points=[mv(p) for p in self.lidar_points],
             lidar_mask=mv(self.lidar_mask),
+            lidar_num_pasted=mv(self.lidar_num_pasted),
             radar_points=[mv(p) for p in self.radar_points],
             radar_mask=mv(self.radar_mask),
             images=mv(self.images),
@@ -169,6 +173,8 @@ def collate(frames: Sequence[Frame], camera_channels: Sequence[str] = CAMERA_CHA
         global_T_ego=torch.stack([f.global_T_ego for f in frames]),
         lidar_points=lidar_points,
         lidar_mask=torch.tensor([f.lidar is not None for f in frames]),
+        lidar_num_pasted=torch.tensor([f.lidar.num_pasted if f.lidar is not None else 0
+                                       for f in frames], dtype=torch.int64),
         radar_points=radar_points,
         radar_mask=torch.tensor([bool(f.radars) for f in frames]),
         images=images,

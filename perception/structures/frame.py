@@ -109,6 +109,8 @@ class SensorSample:
             skipped, so this may be smaller than asked); 1 for cameras.
         fields: column names of ``data`` for point sensors (e.g. ``LIDAR_FIELDS``); () for images.
         token: nuScenes sample_data token of the keyframe ("" when not from nuScenes).
+        num_pasted: point sensors: the last ``num_pasted`` rows of ``data`` were inserted by
+            augmentation (GT copy-paste), not measured: other sensors do not see them.
     """
 
     channel: str
@@ -118,6 +120,7 @@ class SensorSample:
     num_sweeps: int = 1
     fields: tuple[str, ...] = ()
     token: str = ""
+    num_pasted: int = 0
 
     def __post_init__(self):
         if self.is_camera:

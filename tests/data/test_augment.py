@@ -214,6 +214,12 @@ def test_paste_fills_classes_without_collisions(scene, database):
     # Untouched original boxes keep their points.
     old_in = frame.gt.boxes.points_in_boxes(frame.lidar.points).sum(1)
     assert torch.equal(out.gt[:n0].boxes.points_in_boxes(out.lidar.points).sum(1), old_in)
+    # The pasted rows are the trailing ones and are counted (depth supervision skips them).
+    k = out.lidar.num_pasted
+    assert frame.lidar.num_pasted == 0 and k == int(new.num_lidar_pts.sum()) > 0
+    assert new.boxes.points_in_boxes(out.lidar.points[-k:]).any(0).all()
+    assert not new.boxes.points_in_boxes(out.lidar.points[:-k]).any()
+    assert collate([out, frame]).lidar_num_pasted.tolist() == [k, 0]
 
 
 def test_augmenter_is_a_function_of_the_seed(scene, database):

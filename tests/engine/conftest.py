@@ -24,14 +24,15 @@ needs_scene = pytest.mark.skipif(
 
 def tiny_experiment(**train) -> dict:
     """Plain-data config: a ~30k-parameter model on a +-12.8 m grid, the scene as the training
-    split, every kind of randomness on (augmentation, GT paste, CBGS, modality dropout)."""
+    split, every kind of randomness on (augmentation, GT paste, CBGS, modality dropout), depth
+    supervision of the cameras on."""
     return {
         "model": {
             "grid": {"x_range": [-12.8, 12.8], "y_range": [-12.8, 12.8], "z_range": [-3.0, 1.0],
                      "cell_size": 0.8, "voxel_z": 4.0},
             "camera": {"image_size": [32, 64], "stem_channels": 8, "stage_channels": [8, 16, 16],
                        "fpn_channels": 16, "feature_stride": 8, "depth_bins": [1.0, 17.0, 1.0],
-                       "context_channels": 8, "out_channels": 16},
+                       "context_channels": 8, "out_channels": 16, "depth_weight": 1.0},
             "lidar": {"voxel_z": 0.5, "channels": [8, 16], "out_channels": 16, "max_voxels": 5000},
             "radar": {"hidden_channels": [16], "out_channels": 16},
             "fusion": {"channels": 16, "heads": 2, "context_blocks": 1, "modality_dropout": 0.3},

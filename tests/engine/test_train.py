@@ -106,7 +106,8 @@ def _assert_same(a, b, where=""):
 
 def test_resume_is_bitwise_identical(tmp_path, ekit, nusc):
     """4 iterations straight == 2 + resume + 2 (data order, augmentation with GT paste, CBGS,
-    modality dropout, AdamW, schedule, RNG); the resumed half even loads in a worker process."""
+    modality dropout, depth supervision, AdamW, schedule, RNG); the resumed half even loads in a
+    worker process."""
     data = ekit.tiny_experiment()
     cfg = ekit.make_config(data)
     straight = train(cfg, tmp_path / "a", progress=False, nusc=nusc)
@@ -129,8 +130,26 @@ def test_resume_is_bitwise_identical(tmp_path, ekit, nusc):
     rows_a, rows_b = _rows(tmp_path / "a" / "log.csv"), _rows(tmp_path / "b" / "log.csv")
     assert [r["iteration"] for r in rows_b] == ["1", "2", "3", "4"]
     assert rows_a == rows_b
+    assert any(float(r["loss_depth"]) > 0 for r in rows_a), "the cameras got depth targets"
     # Training moved the parameters away from their initialisation.
     assert straight.losses and all(math.isfinite(v) for v in straight.losses.values())
+
+
+def test_camera_model_takes_lidar_as_depth_target_only(tmp_path, ekit, nusc):
+    """A camera-only model with depth supervision loads LiDAR (the target) but pastes no objects
+    (they would exist in the point clouds only); without it, LiDAR is not loaded at all."""
+    from perception.engine.train import build_train_dataset
+
+    data = ekit.tiny_experiment()
+    data["model"]["modalities"] = ["camera"]
+    ds, _ = build_train_dataset(ekit.make_config(data), tmp_path, nusc=nusc, verbose=False)
+    frame, base = ds[(5, 1)], ds.base[5]
+    assert frame.lidar is not None and frame.lidar.num_pasted == 0 and not frame.radars
+    assert len(frame.gt) == len(base.gt) and len(frame.cameras) == 6
+    assert not any(tmp_path.iterdir()), "no GT-paste database for a model that cannot use it"
+    data["model"]["camera"]["depth_weight"] = 0.0
+    ds, _ = build_train_dataset(ekit.make_config(data), tmp_path, nusc=nusc, verbose=False)
+    assert ds.base[5].lidar is None
 
 
 def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):

@@ -83,14 +83,16 @@ class DepthLift(nn.Module):
         depth_bins: (min, max, step) metres.
         stride: stride of the feature map in input pixels.
         grid: the BEV raster.
-    Forward shapes: feats (B, N, C_in, h, w) + calibration -> (B, C, H_bev, W_bev) and the
-    (B, H_bev, W_bev) bool mask of cells that some present camera's frustum reaches.
+    Forward shapes: feats (B, N, C_in, h, w) + calibration -> (B, C, H_bev, W_bev), the
+    (B, H_bev, W_bev) bool mask of cells that some present camera's frustum reaches, and the
+    (B, N, D, h, w) depth logits (for depth supervision, ``camera.depth``).
     """
 
     def __init__(self, *, in_channels: int, context_channels: int,
                  depth_bins: tuple[float, float, float], stride: int, grid: BEVGrid):
         super().__init__()
         self.register_buffer("depths", depth_bin_centers(depth_bins), persistent=False)
+        self.depth_bins = tuple(depth_bins)
         self.num_depth = len(self.depths)
         self.context_channels = context_channels
         self.stride = stride
@@ -104,10 +106,11 @@ class DepthLift(nn.Module):
         self.out_channels = context_channels
 
     def forward(self, feats: Tensor, *, intrinsics: Tensor, ego_T_camera: Tensor,
-                img_aug: Tensor, camera_mask: Tensor) -> tuple[Tensor, Tensor]:
+                img_aug: Tensor, camera_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, n, c, h, w = feats.shape
         y = self.net(feats.reshape(b * n, c, h, w))
-        depth = y[:, :self.num_depth].softmax(dim=1).reshape(b, n, self.num_depth, h, w)
+        logits = y[:, :self.num_depth].reshape(b, n, self.num_depth, h, w)
+        depth = logits.softmax(dim=2)
         context = y[:, self.num_depth:].reshape(b, n, self.context_channels, h, w)
         key = ("lift", self.stride, calibration_key(intrinsics, ego_T_camera, img_aug,
                                                     camera_mask, self.depths))
@@ -121,4 +124,4 @@ class DepthLift(nn.Module):
         bev = bev_pool(depth, context.permute(0, 1, 3, 4, 2).contiguous(), geom)
         counts = geom.cell_ptr[1:] - geom.cell_ptr[:-1]
         valid = (counts > 0).reshape(b, *self.grid.shape)
-        return bev, valid
+        return bev, valid, logits
