@@ -42,3 +42,23 @@ def test_probe_regression_summary_per_class():
     assert truck["moving"] == 0 and truck["vel_err_moving_mps"] is None
     assert truck["vel_err_static_mps"] is None          # unknown velocity is neither
     assert "| car | 2 | 1 | 0.15 |" in probe.table(rows)
+
+
+def test_probe_depth_summary():
+    probe = _load("probe_depth")
+    centres = torch.tensor([1.5, 2.5, 3.5, 4.5])
+    targets = torch.tensor([0, 3, 3, 1])
+    sure = torch.full((4, 4), -30.0)
+    sure[torch.arange(4), targets] = 30.0
+    r = probe.summarize(sure, targets, centres)
+    assert r["pixels"] == 4 and r["argmax_exact"] == 1.0 and r["ce"] < 1e-9
+    assert r["mean_abs_err_m"] < 1e-9 and r["delta_1_25"] == 1.0
+    flat = probe.summarize(torch.zeros(4, 4), targets, centres)    # uniform: mean depth 3.0 m
+    assert math.isclose(flat["ce"], math.log(4)) and math.isclose(flat["uniform_ce"], math.log(4))
+    assert math.isclose(flat["mean_abs_err_m"], (1.5 + 1.5 + 1.5 + 0.5) / 4)
+    assert math.isclose(flat["abs_rel"], (1.5 / 1.5 + 1.5 / 4.5 + 1.5 / 4.5 + 0.5 / 2.5) / 4)
+    # 3.0 vs 2.5 is within 25 %, 3.0 vs 1.5 and 4.5 are not.
+    assert flat["delta_1_25"] == 0.25
+    off = sure.roll(2, dims=1)          # the most likely bin two away from the target
+    assert probe.summarize(off, targets, centres)["argmax_within_2_bins"] == 1.0
+    assert probe.summarize(off, targets, centres)["argmax_exact"] == 0.0
