@@ -50,7 +50,7 @@ class CameraEncoder(nn.Module):
         f = self.neck(self.backbone(x))
         feats = f.new_zeros(b * n, f.shape[1], h // stride, w // stride)
         feats[present] = f
-        bev, valid, depth_logits = self.lift(feats.reshape(b, n, *feats.shape[1:]), intrinsics=intrinsics,
-                               ego_T_camera=ego_T_camera, img_aug=img_aug,
-                               camera_mask=camera_mask)
+        bev, valid, depth_logits = self.lift(
+            feats.reshape(b, n, *feats.shape[1:]), intrinsics=intrinsics,
+            ego_T_camera=ego_T_camera, img_aug=img_aug, camera_mask=camera_mask)
         return BEVFeatures(self.bev_conv(bev), valid, depth_logits)
