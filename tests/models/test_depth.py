@@ -83,7 +83,8 @@ def test_depth_loss_is_cross_entropy_over_pixels_with_a_target():
     logits = torch.randn(1, 2, 5, 2, 3, generator=g, requires_grad=True)
     targets = torch.full((1, 2, 2, 3), IGNORE)
     targets[0, 0, 1, 2], targets[0, 1, 0, 0] = 3, 0
-    expect = -(logits[0, 0, :, 1, 2].log_softmax(0)[3] + logits[0, 1, :, 0, 0].log_softmax(0)[0]) / 2
+    expect = -(logits[0, 0, :, 1, 2].log_softmax(0)[3]
+               + logits[0, 1, :, 0, 0].log_softmax(0)[0]) / 2
     torch.testing.assert_close(depth_loss(logits, targets), expect)
     none = depth_loss(logits, torch.full_like(targets, IGNORE))
     none.backward()
