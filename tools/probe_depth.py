@@ -86,6 +86,7 @@ def summarize(logits: Tensor, targets: Tensor, centres: Tensor) -> dict:
         "delta_1_25": float((torch.maximum(mean / true, true / mean) < 1.25).double().mean()),
     }
 
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path)
