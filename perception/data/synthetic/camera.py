@@ -588,6 +588,7 @@ _T_CONE = _template([((0.0, 1.0, 0.0, 0.07), (0.25, 0.25, 0.25), _NONE),        
 _T_VEGETATION = _template([((0.1, 0.4, 0.5, 0.85), (0.75, 0.75, 0.75), _NONE),
                            ((0.55, 0.9, 0.25, 0.6), (1.15, 1.15, 1.15), _NONE)])
 _MAX_FLOORS, _MAX_BAYS, _MAX_STRIPES = 12, 16, 6
+_SIDE_FACES = np.array([False, False, True, True, False, False])   # +y, -y: where tyres show
 
 
 def _grid_details(count_a, count_b, face_idx, kind):
@@ -631,10 +632,12 @@ def _atmosphere(rot_gc: np.ndarray, cam_z: float, intrinsics: np.ndarray, width:
                 height: int, lighting: Lighting):
     """Sky and haze of one view.
 
-    Returns (colour, haze, clear, v0): colour (H, W, 3) uint8 of the sky above the horizon and
-    of the haze below it; v0 the first image row that can see the ground (height if none);
-    haze (H - v0, W) float32 weight of the haze on the ground from row v0 (1 above the
-    horizon) and clear = 1 - haze.
+    Returns (colour, haze, clear, v0): colour (H, W, 4) uint8 RGBA (alpha 255), a fresh array,
+    of the sky above the horizon and of the haze below it; v0 the first image row that can see
+    the ground (height if none); the weights of the haze and of the ground from row v0 as
+    uint8 in 1/255 steps that sum to exactly 255: haze (H - v0, W, 4) (alpha 0), clear (H - v0, W).
+    Weights in uint8 let the ground be blended by two saturating multiplies and an add, ~3x
+    cheaper than a float blend, within one grey level of it.
 
     Everything but the sun's halo depends only on the elevation of each pixel ray, i.e. on the
     camera's tilt and height, not its heading, so it is cached: cameras on a vehicle driving on
@@ -656,19 +659,18 @@ def _atmosphere(rot_gc: np.ndarray, cam_z: float, intrinsics: np.ndarray, width:
         rows = np.nonzero(down.any(axis=1))[0]
         # The coarse grid may miss the horizon by up to one grid cell.
         v0 = height if len(rows) == 0 else int(max(0, np.floor((rows[0] - 1) * height / down.shape[0])))
-        haze_full = cv2.resize(haze.astype(np.float32), (width, height),
-                               interpolation=cv2.INTER_LINEAR)[v0:]
+        haze_u8 = np.rint(255.0 * cv2.resize(haze.astype(np.float32), (width, height),
+                                             interpolation=cv2.INTER_LINEAR)[v0:]).astype(np.uint8)
+        haze_rgba = cv2.merge([haze_u8, haze_u8, haze_u8, np.zeros_like(haze_u8)])
         glow_mask = (e > -0.05)[..., None]
-        static = None if lighting.sun_glow > 0.01 else \
-            cv2.resize(_grade(sky, lighting).astype(np.uint8), (width, height),
-                       interpolation=cv2.INTER_LINEAR)
-        entry = (sky, glow_mask, haze_full, np.ascontiguousarray(1.0 - haze_full), v0, static)
+        static = None if lighting.sun_glow > 0.01 else _sky_image(sky, lighting, width, height)
+        entry = (sky, glow_mask, haze_rgba, 255 - haze_u8, v0, static)
         if len(_ATMOS_CACHE) >= 24:
             _ATMOS_CACHE.pop(next(iter(_ATMOS_CACHE)))
         _ATMOS_CACHE[key] = entry
-    sky, glow_mask, haze_full, clear_full, v0, static = entry
+    sky, glow_mask, haze_rgba, clear_u8, v0, static = entry
     if static is not None and lighting.sun_glow <= 0.01:
-        return static.copy(), haze_full, clear_full, v0
+        return static.copy(), haze_rgba, clear_u8, v0
     # Halo around the sun: a tight core and a wide veil.
     sun_cam = rot_gc.T @ lighting.sun_direction
     norms = _RAY_NORM_CACHE.get(id(rays_cam))
@@ -682,14 +684,18 @@ def _atmosphere(rot_gc: np.ndarray, cam_z: float, intrinsics: np.ndarray, width:
     if glow.max() < 0.5 / 255.0:
         # Facing away from the sun: the halo would not change a single 8-bit value.
         if static is None:
-            static = cv2.resize(_grade(sky, lighting).astype(np.uint8), (width, height),
-                                interpolation=cv2.INTER_LINEAR)
+            static = _sky_image(sky, lighting, width, height)
             _ATMOS_CACHE[key] = entry[:5] + (static,)
-        return static.copy(), haze_full, clear_full, v0
+        return static.copy(), haze_rgba, clear_u8, v0
     lit = sky + (255.0 - sky) * np.clip(glow, 0.0, 1.0)[..., None] * glow_mask
-    colour = cv2.resize(_grade(lit, lighting).astype(np.uint8), (width, height),
-                        interpolation=cv2.INTER_LINEAR)
-    return colour, haze_full, clear_full, v0
+    return _sky_image(lit, lighting, width, height), haze_rgba, clear_u8, v0
+
+
+def _sky_image(coarse: np.ndarray, lighting: Lighting, width: int, height: int) -> np.ndarray:
+    """Coarse (Hc, Wc, 3) sky radiance -> graded (H, W, 4) uint8 RGBA image, alpha 255."""
+    rgba = np.full(coarse.shape[:2] + (4,), 255, dtype=np.uint8)
+    rgba[..., :3] = _grade(coarse, lighting)
+    return cv2.resize(rgba, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _shadow_polygons(parts: Parts, corners: np.ndarray, lighting: Lighting) -> np.ndarray:
@@ -855,17 +861,19 @@ def render_camera(snapshot: Snapshot, global_T_camera: np.ndarray, intrinsics: n
             if len(_GRASS_CACHE) > 16:
                 _GRASS_CACHE.clear()
             _GRASS_CACHE[lighting] = grass
-        ground_img = cv2.cvtColor(cv2.warpPerspective(
-            tex, image_to_tex, (width, height - v0),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=grass), cv2.COLOR_RGBA2RGB)
+        ground_img = cv2.warpPerspective(tex, image_to_tex, (width, height - v0),
+                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=grass)
+        # ground * clear * shadow + haze colour * haze, all in uint8; alpha stays 255.
+        weight = clear
         if model.shadows and len(parts):
             mask = _shadow_mask(parts, corners, rot, trans, k_mat, width, height, lighting,
                                 model.max_distance)
             if mask is not None:
-                ground_img = cv2.multiply(ground_img, cv2.cvtColor(mask[v0:], cv2.COLOR_GRAY2RGB),
-                                          scale=1.0 / 255.0)
-        image[v0:] = cv2.blendLinear(ground_img, colour[v0:], clear, haze)
+                weight = cv2.multiply(mask[v0:], clear, scale=1.0 / 255.0)
+        image[v0:] = cv2.add(
+            cv2.multiply(ground_img, cv2.cvtColor(weight, cv2.COLOR_GRAY2RGBA), scale=1.0 / 255.0),
+            cv2.multiply(colour[v0:], haze, scale=1.0 / 255.0))
 
     ids = None
     if len(parts):
@@ -875,20 +883,19 @@ def render_camera(snapshot: Snapshot, global_T_camera: np.ndarray, intrinsics: n
             # one fill draws colour and id; cv2.LUT maps local ids back to instances.
             inst = parts.instance[view.idx]
             uniq = np.unique(inst[inst >= 0])
-            rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
             if len(uniq) <= 255:
                 local = np.where(inst >= 0, np.searchsorted(uniq, inst), 255).astype(np.float64)
-                _draw_parts(rgba, None, parts, view, local, cam_pos, k_mat, lighting, model)
+                _draw_parts(image, None, parts, view, local, cam_pos, k_mat, lighting, model)
                 lut = np.full((256, 1), -1, dtype=np.int32)
                 lut[: len(uniq), 0] = uniq
-                ids = cv2.LUT(cv2.extractChannel(rgba, 3), lut)
+                ids = cv2.LUT(cv2.extractChannel(image, 3), lut)
             else:
                 ids = np.full((height, width), -1, dtype=np.int32)
-                _draw_parts(rgba, ids, parts, view, np.full(len(inst), 255.0), cam_pos, k_mat,
+                _draw_parts(image, ids, parts, view, np.full(len(inst), 255.0), cam_pos, k_mat,
                             lighting, model)
-            image = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
     if ids is None:
         ids = np.full((height, width), -1, dtype=np.int32)
+    image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
 
     if model.blur_sigma > 0:
         image = cv2.GaussianBlur(image, (3, 3), model.blur_sigma)
@@ -924,7 +931,7 @@ def _detail_quads(parts: Parts, view: _View, colors: np.ndarray, k_mat: np.ndarr
     fixed_group(veh & (np.arange(6) == 0), _T_VEHICLE_FRONT)
     fixed_group(veh & (np.arange(6) == 1), _T_VEHICLE_REAR)
     fixed_group(veh & (np.arange(6) >= 2), _T_VEHICLE_SIDE)
-    fixed_group(cand & (mats == _M["tire"])[:, None] & np.isin(np.arange(6), (2, 3)), _T_TIRE)
+    fixed_group(cand & (mats == _M["tire"])[:, None] & _SIDE_FACES, _T_TIRE)
     fixed_group(cand & (mats == _M["traffic_cone"])[:, None], _T_CONE)
     fixed_group(cand & (mats == _M["vegetation"])[:, None], _T_VEGETATION)
     face_w = np.stack([size[:, 1], size[:, 1], size[:, 0], size[:, 0]], 1)
