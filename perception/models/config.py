@@ -124,6 +124,8 @@ class FusionConfig:
             by ``2 ** (context_scales - 1)``.
         modality_dropout: per-frame probability, in training, of dropping each modality
             (at least one always stays), so the fuser never relies on any one sensor.
+        modality_dropout_start: fraction of ``train.max_iters`` trained with every sensor
+            before modality dropout starts (0: dropout from the first iteration).
     """
 
     channels: int = 128
@@ -131,6 +133,14 @@ class FusionConfig:
     context_blocks: int = 2
     context_scales: int = 1
     modality_dropout: float = 0.25
+    modality_dropout_start: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.modality_dropout <= 1.0:
+            raise ValueError(f"fusion.modality_dropout is a probability, got {self.modality_dropout}")
+        if not 0.0 <= self.modality_dropout_start < 1.0:
+            raise ValueError("fusion.modality_dropout_start is a fraction of train.max_iters in "
+                             f"[0, 1), got {self.modality_dropout_start}")
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,30 @@ def test_resume_is_bitwise_identical(tmp_path, ekit, nusc):
     assert straight.losses and all(math.isfinite(v) for v in straight.losses.values())
 
 
+def test_modality_dropout_starts_after_its_share_of_the_run(tmp_path, ekit, nusc, monkeypatch):
+    """fusion.modality_dropout_start = 0.5 of 4 iterations: iterations 1-2 use every sensor,
+    3-4 drop at the configured rate, also across a resume between iterations 3 and 4."""
+    from perception.models.detector import FusionDetector
+
+    rates = []
+    drop = FusionDetector._drop
+
+    def spy(self, present):
+        rates.append(self.modality_dropout)
+        return drop(self, present)
+
+    monkeypatch.setattr(FusionDetector, "_drop", spy)
+    data = ekit.tiny_experiment(checkpoint_interval=1)
+    data["model"]["fusion"]["modality_dropout_start"] = 0.5
+    train(ekit.make_config(data), tmp_path, stop_after=3, progress=False, nusc=nusc)
+    assert rates == [0.3]
+    train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
+    assert rates == [0.3, 0.3]
+    data["model"]["fusion"]["modality_dropout_start"] = 1.0
+    with pytest.raises(ValueError, match="modality_dropout_start"):
+        ekit.make_config(data)
+
+
 def test_camera_model_takes_lidar_as_depth_target_only(tmp_path, ekit, nusc):
     """A camera-only model with depth supervision loads LiDAR (the target) but pastes no objects
     (they would exist in the point clouds only); without it, LiDAR is not loaded at all."""
