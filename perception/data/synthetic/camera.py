@@ -588,7 +588,28 @@ _T_CONE = _template([((0.0, 1.0, 0.0, 0.07), (0.25, 0.25, 0.25), _NONE),        
 _T_VEGETATION = _template([((0.1, 0.4, 0.5, 0.85), (0.75, 0.75, 0.75), _NONE),
                            ((0.55, 0.9, 0.25, 0.6), (1.15, 1.15, 1.15), _NONE)])
 _MAX_FLOORS, _MAX_BAYS, _MAX_STRIPES = 12, 16, 6
-_SIDE_FACES = np.array([False, False, True, True, False, False])   # +y, -y: where tyres show
+
+
+def _template_table():
+    """The fixed-count templates stacked into padded arrays (T, n, ...) with a validity mask,
+    and (materials, 6) the template index of each (material, face), -1 for none; vertical
+    faces only (0-3: front, rear, left, right)."""
+    templates = (_T_VEHICLE_FRONT, _T_VEHICLE_REAR, _T_VEHICLE_SIDE, _T_TIRE, _T_CONE,
+                 _T_VEGETATION)
+    n = max(len(t[0]) for t in templates)
+    params, valid = np.zeros((len(templates), n, 4)), np.zeros((len(templates), n), dtype=bool)
+    mul, add = np.zeros((len(templates), n, 3)), np.zeros((len(templates), n, 3))
+    for i, (p, m, a) in enumerate(templates):
+        params[i, :len(p)], mul[i, :len(p)], add[i, :len(p)], valid[i, :len(p)] = p, m, a, True
+    face = np.full((len(MATERIAL_NAMES), 6), -1, dtype=np.int64)
+    face[_M["vehicle"], :4] = (0, 1, 2, 2)
+    face[_M["tire"], 2:4] = 3                                   # the rims show on the sides
+    face[_M["traffic_cone"], :4] = 4
+    face[_M["vegetation"], :4] = 5
+    return (params, valid, mul, add), face
+
+
+_FIXED_TEMPLATES, _FACE_TEMPLATE = _template_table()
 
 
 def _grid_details(count_a, count_b, face_idx, kind):
@@ -918,22 +939,11 @@ def _detail_quads(parts: Parts, view: _View, colors: np.ndarray, k_mat: np.ndarr
     cand = (view.face_px[..., 1] >= model.detail_min_px) & view.front & ~view.clipped[:, None]
     cand[:, 4:] = False                                         # only vertical faces
     groups = []                                                 # (face ids, params, valid, mul, add)
-
-    def fixed_group(mask, tpl):
-        kk, ff = np.nonzero(mask)
-        if len(kk):
-            n = len(tpl[0])
-            groups.append((kk * 6 + ff, np.broadcast_to(tpl[0], (len(kk), n, 4)),
-                           np.ones((len(kk), n), bool), np.broadcast_to(tpl[1], (len(kk), n, 3)),
-                           np.broadcast_to(tpl[2], (len(kk), n, 3))))
-
-    veh = cand & (mats == _M["vehicle"])[:, None]
-    fixed_group(veh & (np.arange(6) == 0), _T_VEHICLE_FRONT)
-    fixed_group(veh & (np.arange(6) == 1), _T_VEHICLE_REAR)
-    fixed_group(veh & (np.arange(6) >= 2), _T_VEHICLE_SIDE)
-    fixed_group(cand & (mats == _M["tire"])[:, None] & _SIDE_FACES, _T_TIRE)
-    fixed_group(cand & (mats == _M["traffic_cone"])[:, None], _T_CONE)
-    fixed_group(cand & (mats == _M["vegetation"])[:, None], _T_VEGETATION)
+    tpl = _FACE_TEMPLATE[mats]                                  # (K, 6) fixed template, -1 none
+    kk, ff = np.nonzero(cand & (tpl >= 0))
+    if len(kk):
+        t = tpl[kk, ff]
+        groups.append((kk * 6 + ff,) + tuple(a[t] for a in _FIXED_TEMPLATES))
     face_w = np.stack([size[:, 1], size[:, 1], size[:, 0], size[:, 0]], 1)
     for kind in ("building", "barrier"):
         kk, ff = np.nonzero(cand & (mats == _M[kind])[:, None])
