@@ -842,7 +842,8 @@ def _inv3(m: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 def render_camera(snapshot: Snapshot, global_T_camera: np.ndarray, intrinsics: np.ndarray,
                   width: int, height: int, rng: np.random.Generator, lighting: Lighting,
-                  model: CameraModel = CameraModel()) -> tuple[np.ndarray, np.ndarray]:
+                  model: CameraModel = CameraModel(), instance_ids: bool = True,
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Render one camera image.
 
     snapshot:        the world at the image's timestamp
@@ -850,8 +851,9 @@ def render_camera(snapshot: Snapshot, global_T_camera: np.ndarray, intrinsics: n
     intrinsics:      (3, 3) pinhole matrix, pixels
     width, height:   image size, pixels
     rng:             per-image randomness (sensor noise pattern)
+    instance_ids:    also return the instance buffer (the writer needs it for keyframes only)
     Returns (H, W, 3) uint8 RGB image and (H, W) int32 instance buffer (Parts.instance of the
-    visible surface at each pixel, -1 for ground, sky and static world).
+    visible surface at each pixel, -1 for ground, sky and static world), None if not asked for.
     """
     t_gc = np.asarray(global_T_camera, dtype=np.float64)
     k_mat = np.asarray(intrinsics, dtype=np.float64)
@@ -907,14 +909,16 @@ def render_camera(snapshot: Snapshot, global_T_camera: np.ndarray, intrinsics: n
             if len(uniq) <= 255:
                 local = np.where(inst >= 0, np.searchsorted(uniq, inst), 255).astype(np.float64)
                 _draw_parts(image, None, parts, view, local, cam_pos, k_mat, lighting, model)
-                lut = np.full((256, 1), -1, dtype=np.int32)
-                lut[: len(uniq), 0] = uniq
-                ids = cv2.LUT(cv2.extractChannel(image, 3), lut)
+                if instance_ids:
+                    lut = np.full((256, 1), -1, dtype=np.int32)
+                    lut[: len(uniq), 0] = uniq
+                    ids = cv2.LUT(cv2.extractChannel(image, 3), lut)
             else:
-                ids = np.full((height, width), -1, dtype=np.int32)
+                if instance_ids:
+                    ids = np.full((height, width), -1, dtype=np.int32)
                 _draw_parts(image, ids, parts, view, np.full(len(inst), 255.0), cam_pos, k_mat,
                             lighting, model)
-    if ids is None:
+    if ids is None and instance_ids:
         ids = np.full((height, width), -1, dtype=np.int32)
     image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
 

@@ -714,7 +714,8 @@ def write_scene(job: SceneJob) -> SceneResult:
             else:
                 t0 = time.perf_counter()
                 image, ids = camera.render_camera(snap, g_T_s, sensor.intrinsics, sensor.width,
-                                                  sensor.height, rng, lighting, camera_model)
+                                                  sensor.height, rng, lighting, camera_model,
+                                                  instance_ids=is_key)
                 timing["camera"] += time.perf_counter() - t0
                 if is_key:
                     t0 = time.perf_counter()

@@ -286,6 +286,9 @@ def test_deterministic_for_a_seed():
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])          # the noise differs
     assert np.array_equal(a[1], c[1])
+    # Sweeps skip the instance buffer; the image is the same either way.
+    d = render_camera(snap, t, K, W, H, np.random.default_rng(11), lighting, instance_ids=False)
+    assert np.array_equal(a[0], d[0]) and d[1] is None and (a[1] >= 0).any()
     assert Lighting.random(np.random.default_rng(3)) == Lighting.random(np.random.default_rng(3))
 
 
