@@ -231,11 +231,15 @@ def make_loader(dataset, sampler, batch_size: int, num_workers: int, seed: int):
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
-def _config_diff(a, b, prefix: str = "") -> list[str]:
+def _config_diff(a, b, defaults=None, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between config dicts ``a`` (a checkpoint's) and ``b``. A
+    key ``a`` lacks (a checkpoint written before the option existed) counts as its value in
+    ``defaults``."""
     if isinstance(a, dict) and isinstance(b, dict):
+        d = defaults if isinstance(defaults, dict) else {}
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            out += _config_diff(a.get(k, d.get(k)), b.get(k), d.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [prefix[:-1]]
 
@@ -287,7 +291,9 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
         if not path.exists():
             raise FileNotFoundError(f"--resume: no {path}; start without --resume")
         ck = load_checkpoint(path, map_location="cpu")
-        diff = [k for k in _config_diff(ck["config"], cfg_dict) if k not in RESUMABLE_CHANGES]
+        defaults = config_to_dict(type(cfg)())
+        diff = [k for k in _config_diff(ck["config"], cfg_dict, defaults)
+                if k not in RESUMABLE_CHANGES]
         if diff:
             raise ValueError(f"--resume: the config differs from the checkpoint's in {diff}; "
                              f"only {list(RESUMABLE_CHANGES)} may change")

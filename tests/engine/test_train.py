@@ -185,6 +185,16 @@ def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):
         train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
     with pytest.raises(FileNotFoundError):
         train(ekit.make_config(data), tmp_path / "empty", resume=True, progress=False, nusc=nusc)
+    # A checkpoint from before an option existed resumes when the option is at its default.
+    data["train"]["lr"] = 1e-3
+    ck = load_checkpoint(tmp_path / "latest.pt")
+    del ck["config"]["model"]["fusion"]["modality_dropout_start"]
+    atomic_save(ck, tmp_path / "latest.pt")
+    assert train(ekit.make_config(data), tmp_path, resume=True, progress=False,
+                 nusc=nusc).iteration == 1
+    data["model"]["fusion"]["modality_dropout_start"] = 0.5
+    with pytest.raises(ValueError, match="model.fusion.modality_dropout_start"):
+        train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
 
 
 def test_export_keeps_the_model_in_half_the_space(tmp_path, ekit, nusc):
