@@ -1,7 +1,8 @@
 """Camera model of the synthetic world: renders a :class:`Snapshot` into an RGB image.
 
 The renderer is a small CPU rasterizer built from OpenCV primitives, fast enough for ~1,400
-images per scene (<= 8 ms per 640 x 360 image including JPEG encoding, see the contract):
+images per scene (~10 ms per 640 x 360 image on one core, plus ~1 ms of JPEG encoding; measured
+in docs/data.md, "Speed"):
 
 * Background: the ground plane z = 0 maps to the image by a homography, so the ground raster
   (:class:`GroundMap`, coloured and textured once per map) is warped into the image with one

@@ -7,7 +7,6 @@ z forward; ``view_points`` from the nuScenes devkit is the reference projection.
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 
 import cv2
@@ -328,24 +327,24 @@ def test_other_camera_headings_and_sample(tmp_path: Path):
     cv2.imwrite(str(tmp_path / "grid.png"), cv2.cvtColor(sample, cv2.COLOR_RGB2BGR))
 
 
-def test_speed_smoke(tmp_path: Path):
-    """Render + JPEG of a ~300-part street scene from the six directions of a nuScenes rig.
-
-    Only a loose bound against pathological slowness (CPU time, shared machines); the 8 ms
-    budget is measured separately (see the camera.py report), not asserted here."""
+def test_street_scene_renders_from_every_rig_direction(tmp_path: Path):
+    """Render + JPEG of a ~300-part street scene from the six directions of a nuScenes rig:
+    every view facing down the street shows some of its cars, every view writes a readable
+    JPEG. (Speed is measured in docs/data.md, not asserted here.)"""
     snap = street_snapshot(n_cars=36)
     assert len(snap.parts) >= 280
     lighting = Lighting()
     g = np.random.default_rng(0)
     path = tmp_path / "x.jpg"
-    times = []
-    for i, yaw in enumerate((0.0, 0.96, -0.96, np.pi, 2.2, -2.2, 0.0, 0.96)):
+    for i, yaw in enumerate((0.0, 0.96, -0.96, np.pi, 2.2, -2.2)):
         t = camera_pose(-2.0 + i, 1.5, 1.6, yaw)
-        s = time.process_time()
-        img, _ = render_camera(snap, t, K, W, H, g, lighting)
+        img, ids = render_camera(snap, t, K, W, H, g, lighting)
+        assert img.shape == (H, W, 3) and img.std() > 5.0, yaw
+        if np.cos(yaw) > 0:                        # the street lies along +x
+            assert (ids >= 0).sum() > 100, yaw
         write_jpeg(path, img, 90)
-        times.append(time.process_time() - s)
-    assert np.median(times[2:]) < 0.1
+        back = cv2.imread(str(path))
+        assert back is not None and back.shape == (H, W, 3)
 
 
 def test_ground_texture_window_is_reused_near_a_raster_edge():
