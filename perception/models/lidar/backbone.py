@@ -13,6 +13,8 @@ imports; ``PERCEPTION_SPCONV=spconv|spconv_triton`` forces one.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor, nn
 
@@ -59,9 +61,30 @@ def spconv_module(backend: str | None = None):
                             category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"Using a non-tuple sequence for multidimensional",
                             category=UserWarning, module=r"spconv\..*")
+    # Constructing spconv's SparseConvTensor (an fx-proxyable class) makes torch 2.13 log a
+    # deprecation notice about its own is_fx_tracing() at the first forward of every process.
+    _drop_log_record("torch.fx._symbolic_trace", "is_fx_tracing will return true")
     import spconv.pytorch as spconv
 
     return spconv
+
+
+class _DropLogPrefix(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _drop_log_record(logger: str, prefix: str) -> None:
+    """Silence the records of ``logger`` that start with ``prefix`` (the filter is added once)."""
+    log = logging.getLogger(logger)
+    if not any(isinstance(f, _DropLogPrefix) and f.prefix == prefix for f in log.filters):
+        log.addFilter(_DropLogPrefix(prefix))
 
 
 def _subm(spconv, c_in: int, c_out: int, key: str):
