@@ -4,13 +4,13 @@
 #
 #   bash tools/train_synthetic.sh [ITERS] [LR] [WORK_ROOT]
 #
-# Defaults: 1200 iterations, lr 1.5e-3, work_dirs/synthetic. MODELS (default: all five, longest
+# Defaults: 1600 iterations, lr 1.5e-3, work_dirs/synthetic. MODELS (default: all five, longest
 # first) picks which to train and JOBS (default 2) how many run at once. Data: the default synthetic world
 # (`perception synth --out data/synthetic/demo`, seed 0), its mini_train split. Every run is
 # resumable: running the script again continues each model from its latest.pt.
 # docs/results.md has the measured metrics of the shipped models and the commands to evaluate them.
 set -euo pipefail
-ITERS=${1:-1200}
+ITERS=${1:-1600}
 LR=${2:-1.5e-3}
 ROOT=${3:-work_dirs/synthetic}
 DATA=${DATA:-data/synthetic/demo}
