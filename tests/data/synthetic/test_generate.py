@@ -19,8 +19,8 @@ import yaml
 from perception.data.synthetic.generate import TABLE_NAMES, SynthConfig, scene_names
 from perception.data.synthetic.rig import ALL_CHANNELS, CAMERA_CHANNELS, RADAR_CHANNELS
 
-REAL_ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data",
-                         "nuscenes-scene-0916")
+REAL_ROOT = os.path.join(os.environ.get("PERCEPTION_SHARED_DATA", os.path.join(
+    os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data")), "nuscenes-scene-0916")
 ALL_STATES = list(range(256))     # radar filters disabled
 
 
@@ -374,7 +374,8 @@ def test_info_summary_tiny(tiny_dataset, tiny_nusc):
     assert "LIDAR_TOP" in text and "clutter" in text
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL_ROOT), reason="shared/data/nuscenes-scene-0916 is absent")
+@pytest.mark.skipif(not os.path.isdir(REAL_ROOT),
+                    reason=f"nuScenes scene-0916 not found at {REAL_ROOT} (set PERCEPTION_SHARED_DATA)")
 def test_info_summary_real_scene():
     from perception.data.synthetic import summarize
 
