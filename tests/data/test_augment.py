@@ -6,8 +6,6 @@ skipped where absent) and on hand-made frames.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,15 +27,13 @@ from perception.models.camera.transforms import resize_images
 from perception.models.config import AugmentConfig
 from perception.structures import Boxes3D, collate
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", REPO / ".." / "shared" / "data"))
-DATAROOT = (SHARED_DATA / "nuscenes-scene-0916").resolve()
+from real_scene import DATAROOT, MISSING, PRESENT
 
 
 @pytest.fixture(scope="module")
 def scene():
-    if not (DATAROOT / "v1.0-mini").is_dir():
-        pytest.skip(f"nuScenes scene-0916 not found at {DATAROOT} (set PERCEPTION_SHARED_DATA)")
+    if not PRESENT:
+        pytest.skip(MISSING)
     from perception.data import NuScenesDataset
 
     return NuScenesDataset(DATAROOT, "v1.0-mini", "mini_val", sweeps=1, radar_sweeps=1)

@@ -29,17 +29,11 @@ from nuscenes.utils.data_classes import LidarPointCloud, RadarPointCloud  # noqa
 from nuscenes.utils.geometry_utils import transform_matrix, view_points  # noqa: E402
 from pyquaternion import Quaternion  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", REPO / ".." / "shared" / "data"))
-DATAROOT = (SHARED_DATA / "nuscenes-scene-0916").resolve()
-VERSION = "v1.0-mini"
+from real_scene import DATAROOT, MISSING, PRESENT, VERSION  # noqa: E402
+
 SAMPLE = 5  # a sample with >= 9 previous LiDAR sweeps and >= 5 previous radar sweeps
 
-pytestmark = pytest.mark.skipif(
-    not (DATAROOT / VERSION / "sample.json").is_file(),
-    reason=f"nuScenes scene-0916 not found at {DATAROOT} (set PERCEPTION_SHARED_DATA to the folder "
-    "holding nuscenes-scene-0916/)",
-)
+pytestmark = pytest.mark.skipif(not PRESENT, reason=MISSING)
 NO_RADAR_FILTERS = dict(invalid_states=list(range(18)), dynprop_states=list(range(8)),
                         ambig_states=list(range(5)))
 

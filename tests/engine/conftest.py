@@ -2,24 +2,15 @@
 ``$PERCEPTION_SHARED_DATA``; tests skip with a message where it is absent)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 from perception.config import config_from_dict
 from perception.models.config import ExperimentConfig
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("PERCEPTION_SHARED_DATA", REPO / ".." / "shared" / "data"))
-DATAROOT = (SHARED_DATA / "nuscenes-scene-0916").resolve()
-VERSION, SPLIT = "v1.0-mini", "mini_val"
+from real_scene import DATAROOT, MISSING, PRESENT, VERSION
 
-needs_scene = pytest.mark.skipif(
-    not (DATAROOT / VERSION).is_dir(),
-    reason=f"nuScenes scene-0916 not found at {DATAROOT} (set PERCEPTION_SHARED_DATA to the folder "
-           "holding nuscenes-scene-0916)")
+SPLIT = "mini_val"
 
 
 def tiny_experiment(**train) -> dict:
@@ -54,8 +45,8 @@ def make_config(data: dict) -> ExperimentConfig:
 def nusc():
     from nuscenes.nuscenes import NuScenes
 
-    if not (DATAROOT / VERSION).is_dir():
-        pytest.skip(f"nuScenes scene-0916 not found at {DATAROOT}")
+    if not PRESENT:
+        pytest.skip(MISSING)
     return NuScenes(version=VERSION, dataroot=str(DATAROOT), verbose=False)
 
 
@@ -79,6 +70,6 @@ class EngineKit:
 
 @pytest.fixture
 def ekit() -> EngineKit:
-    if not (DATAROOT / VERSION).is_dir():
-        pytest.skip(f"nuScenes scene-0916 not found at {DATAROOT}")
+    if not PRESENT:
+        pytest.skip(MISSING)
     return EngineKit()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ from perception.evaluation import (MetricsMismatchError, compare_summaries, comp
                                    from_eval_boxes, get_config, load_ground_truth, results_to_arrays)
 from perception.evaluation.metrics import quaternion_yaw
 from perception.evaluation.results import filter_boxes
+from real_scene import DATAROOT, MISSING, PRESENT
 
 TOL = 1e-9
 CFG = get_config()
@@ -229,11 +228,6 @@ def test_synthetic_set_same_as_devkit():
 # ----------------------------------------------------------------------------------------------
 # the real scene (nuScenes scene-0916, v1.0-mini / mini_val)
 # ----------------------------------------------------------------------------------------------
-def _scene_root() -> Path:
-    base = Path(os.environ.get("PERCEPTION_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
-    return base / "nuscenes-scene-0916"
-
-
 @pytest.fixture(scope="module", params=["real", "synthetic"])
 def nusc(request, tmp_path_factory):
     """The real scene, and a small world from `perception synth` (2 scenes, one in mini_val):
@@ -247,11 +241,9 @@ def nusc(request, tmp_path_factory):
         generate(root, SynthConfig(scenes=2, duration_s=4.0, image_width=160, image_height=90,
                                    workers=1, seed=21, actor_density=1.5), verbose=False)
         return NuScenes("v1.0-mini", str(root), verbose=False)
-    root = _scene_root()
-    if not (root / "v1.0-mini").is_dir():
-        pytest.skip(f"real nuScenes scene not found at {root} (set PERCEPTION_SHARED_DATA to the "
-                    "folder holding nuscenes-scene-0916)")
-    return NuScenes("v1.0-mini", str(root), verbose=False)
+    if not PRESENT:
+        pytest.skip(MISSING)
+    return NuScenes("v1.0-mini", str(DATAROOT), verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,12 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+import real_scene
 import yaml
 
 from perception.data.synthetic.generate import TABLE_NAMES, SynthConfig, scene_names
 from perception.data.synthetic.rig import ALL_CHANNELS, CAMERA_CHANNELS, RADAR_CHANNELS
 
-REAL_ROOT = os.path.join(os.environ.get("PERCEPTION_SHARED_DATA", os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data")), "nuscenes-scene-0916")
 ALL_STATES = list(range(256))     # radar filters disabled
 
 
@@ -374,12 +373,11 @@ def test_info_summary_tiny(tiny_dataset, tiny_nusc):
     assert "LIDAR_TOP" in text and "clutter" in text
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL_ROOT),
-                    reason=f"nuScenes scene-0916 not found at {REAL_ROOT} (set PERCEPTION_SHARED_DATA)")
+@pytest.mark.skipif(not real_scene.PRESENT, reason=real_scene.MISSING)
 def test_info_summary_real_scene():
     from perception.data.synthetic import summarize
 
-    d = summarize(REAL_ROOT, "v1.0-mini")
+    d = summarize(real_scene.DATAROOT, real_scene.VERSION)
     # The figures of shared/data/README.md.
     assert d["scenes"] == 1 and d["samples"] == 41 and d["sample_annotation"] == 2424
     assert abs(d["lidar_points_median"] - 34_700) < 200
