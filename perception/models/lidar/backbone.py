@@ -63,7 +63,8 @@ def spconv_module(backend: str | None = None):
                             category=UserWarning, module=r"spconv\..*")
     # Constructing spconv's SparseConvTensor (an fx-proxyable class) makes torch 2.13 log a
     # deprecation notice about its own is_fx_tracing() at the first forward of every process.
-    _drop_log_record("torch.fx._symbolic_trace", "is_fx_tracing will return true")
+    # (addFilter ignores a filter that is already there: repeated calls add nothing.)
+    logging.getLogger("torch.fx._symbolic_trace").addFilter(_FX_TRACING_NOTICE)
     import spconv.pytorch as spconv
 
     return spconv
@@ -80,11 +81,7 @@ class _DropLogPrefix(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
-def _drop_log_record(logger: str, prefix: str) -> None:
-    """Silence the records of ``logger`` that start with ``prefix`` (the filter is added once)."""
-    log = logging.getLogger(logger)
-    if not any(isinstance(f, _DropLogPrefix) and f.prefix == prefix for f in log.filters):
-        log.addFilter(_DropLogPrefix(prefix))
+_FX_TRACING_NOTICE = _DropLogPrefix("is_fx_tracing will return true")
 
 
 def _subm(spconv, c_in: int, c_out: int, key: str):
