@@ -345,8 +345,9 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite loss {float(loss)} at iteration {it + 1} (samples {batch.tokens}): "
-                + ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items()))
+                f"non-finite loss {float(loss.detach())} at iteration {it + 1} "
+                f"(samples {batch.tokens}): "
+                + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items()))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)

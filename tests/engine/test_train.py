@@ -197,6 +197,34 @@ def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):
         train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
 
 
+def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
+                                                              monkeypatch):
+    """A NaN loss at iteration 2 stops training before the optimizer steps on it, with an error
+    naming the iteration, the frames and each loss term; the checkpoint of iteration 1 stays."""
+    from perception.models.detector import FusionDetector
+
+    calls = []
+    real_loss = FusionDetector.loss
+
+    def poisoned(self, out, batch):
+        losses = real_loss(self, out, batch)
+        calls.append(batch.tokens)
+        if len(calls) == 2:
+            losses["loss_heatmap"] = losses["loss_heatmap"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(FusionDetector, "loss", poisoned)
+    data = ekit.tiny_experiment(max_iters=3, checkpoint_interval=1)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    with pytest.raises(FloatingPointError) as err:
+        train(ekit.make_config(data), tmp_path, progress=False, nusc=nusc)
+    msg = str(err.value)
+    assert "non-finite loss nan at iteration 2" in msg
+    assert str(calls[1]) in msg and "loss_heatmap nan" in msg and "loss_regression" in msg
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["iter_1.pt"]
+    assert load_checkpoint(tmp_path / "latest.pt")["iteration"] == 1
+
+
 def test_export_keeps_the_model_in_half_the_space(tmp_path, ekit, nusc):
     """`perception export`: fp16 weights + config, no optimizer; the model built from it predicts
     what the training checkpoint's model predicts (to fp16 rounding)."""
