@@ -199,7 +199,7 @@ def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):
 
 def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
                                                               monkeypatch):
-    """A NaN loss at iteration 2 stops training before the optimizer steps on it, with an error
+    """A NaN loss at iteration 2 stops training there, with an error
     naming the iteration, the frames and each loss term; the checkpoint of iteration 1 stays."""
     from perception.models.detector import FusionDetector
 
