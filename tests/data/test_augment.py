@@ -27,13 +27,12 @@ from perception.models.camera.transforms import resize_images
 from perception.models.config import AugmentConfig
 from perception.structures import Boxes3D, collate
 
-from real_scene import DATAROOT, MISSING, PRESENT
+from real_scene import DATAROOT, require_scene
 
 
 @pytest.fixture(scope="module")
 def scene():
-    if not PRESENT:
-        pytest.skip(MISSING)
+    require_scene()
     from perception.data import NuScenesDataset
 
     return NuScenesDataset(DATAROOT, "v1.0-mini", "mini_val", sweeps=1, radar_sweeps=1)

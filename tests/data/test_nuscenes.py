@@ -29,11 +29,11 @@ from nuscenes.utils.data_classes import LidarPointCloud, RadarPointCloud  # noqa
 from nuscenes.utils.geometry_utils import transform_matrix, view_points  # noqa: E402
 from pyquaternion import Quaternion  # noqa: E402
 
-from real_scene import DATAROOT, MISSING, PRESENT, VERSION  # noqa: E402
+from real_scene import DATAROOT, VERSION, needs_scene  # noqa: E402
 
 SAMPLE = 5  # a sample with >= 9 previous LiDAR sweeps and >= 5 previous radar sweeps
 
-pytestmark = pytest.mark.skipif(not PRESENT, reason=MISSING)
+pytestmark = needs_scene
 NO_RADAR_FILTERS = dict(invalid_states=list(range(18)), dynprop_states=list(range(8)),
                         ambig_states=list(range(5)))
 

@@ -8,7 +8,7 @@ import torch
 from perception.config import config_from_dict
 from perception.models.config import ExperimentConfig
 
-from real_scene import DATAROOT, MISSING, PRESENT, VERSION
+from real_scene import DATAROOT, VERSION, require_scene
 
 SPLIT = "mini_val"
 
@@ -45,8 +45,7 @@ def make_config(data: dict) -> ExperimentConfig:
 def nusc():
     from nuscenes.nuscenes import NuScenes
 
-    if not PRESENT:
-        pytest.skip(MISSING)
+    require_scene()
     return NuScenes(version=VERSION, dataroot=str(DATAROOT), verbose=False)
 
 
@@ -70,6 +69,5 @@ class EngineKit:
 
 @pytest.fixture
 def ekit() -> EngineKit:
-    if not PRESENT:
-        pytest.skip(MISSING)
+    require_scene()
     return EngineKit()

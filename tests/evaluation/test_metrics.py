@@ -25,7 +25,7 @@ from perception.evaluation import (MetricsMismatchError, compare_summaries, comp
                                    from_eval_boxes, get_config, load_ground_truth, results_to_arrays)
 from perception.evaluation.metrics import quaternion_yaw
 from perception.evaluation.results import filter_boxes
-from real_scene import DATAROOT, MISSING, PRESENT
+from real_scene import DATAROOT, VERSION, require_scene
 
 TOL = 1e-9
 CFG = get_config()
@@ -241,9 +241,8 @@ def nusc(request, tmp_path_factory):
         generate(root, SynthConfig(scenes=2, duration_s=4.0, image_width=160, image_height=90,
                                    workers=1, seed=21, actor_density=1.5), verbose=False)
         return NuScenes("v1.0-mini", str(root), verbose=False)
-    if not PRESENT:
-        pytest.skip(MISSING)
-    return NuScenes("v1.0-mini", str(DATAROOT), verbose=False)
+    require_scene()
+    return NuScenes(VERSION, str(DATAROOT), verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -373,7 +373,7 @@ def test_info_summary_tiny(tiny_dataset, tiny_nusc):
     assert "LIDAR_TOP" in text and "clutter" in text
 
 
-@pytest.mark.skipif(not real_scene.PRESENT, reason=real_scene.MISSING)
+@real_scene.needs_scene
 def test_info_summary_real_scene():
     from perception.data.synthetic import summarize
 
