@@ -1,7 +1,7 @@
 """The training loop: ``train(cfg, work_dir)``; ``perception train`` calls it.
 
 One iteration: a Batch from the augmented training stream -> forward + loss (float16 autocast
-on CUDA when ``train.amp``) -> backward (gradient scaling) -> global-norm clipping -> AdamW step
+on CUDA when ``train.amp``, bfloat16 on CPU when ``train.cpu_bf16``) -> backward (gradient scaling) -> global-norm clipping -> AdamW step
 -> learning-rate schedule step. Every ``checkpoint_interval`` iterations and at the end,
 ``iter_N.pt`` and ``latest.pt`` are written atomically into the work dir.
 
@@ -23,6 +23,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -244,6 +245,28 @@ def _config_diff(a, b, defaults=None, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix[:-1]]
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN sees AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_autocast(enabled: bool):
+    """The context of ``train.cpu_bf16``: bfloat16 autocast on CPU, or nothing.
+
+    Without native bfloat16 (emulated, several times slower than float32) it warns and gives
+    nothing: a config written on one machine still trains in float32 on another."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if not cpu_has_native_bf16():
+        warnings.warn("train.cpu_bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); "
+                      "training in float32")
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+
+
 def _resolve_device(device) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -322,7 +345,7 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
         set_rng_state(restored_rng)
 
     autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if use_amp
-                else contextlib.nullcontext())
+                else cpu_autocast(t.cpu_bf16 and device.type == "cpu"))
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     # Modality dropout starts after a share of the run trained with every sensor (a pure

@@ -320,6 +320,10 @@ class TrainConfig:
         final_div: final lr = lr / final_div (both schedules).
         grad_clip: max global gradient norm (0 = no clipping).
         amp: mixed precision (float16 autocast + gradient scaling); CUDA only, ignored on CPU.
+        cpu_bf16: on CPU, bfloat16 autocast (no gradient scaling: bfloat16 has float32's
+            range). Only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere
+            training warns and stays in float32. The sparse LiDAR backbone, BEV pooling and the
+            losses stay in float32 (docs/training.md, "bfloat16 on CPU").
         seed: seeds weights, data order and augmentation.
         deterministic: ask torch for deterministic kernels (slower on CUDA).
         checkpoint_interval: write ``iter_N.pt`` and ``latest.pt`` every N iterations (and at
@@ -338,6 +342,7 @@ class TrainConfig:
     final_div: float = 1e3
     grad_clip: float = 35.0
     amp: bool = True
+    cpu_bf16: bool = False
     seed: int = 0
     deterministic: bool = True
     checkpoint_interval: int = 500

@@ -256,3 +256,42 @@ def test_export_keeps_the_model_in_half_the_space(tmp_path, ekit, nusc):
             outs.append(model(batch).heads[0].heatmap)
     torch.testing.assert_close(outs[0], outs[1], atol=2e-2, rtol=2e-2)
     assert main(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_cpu_bf16_trains_in_bfloat16_with_float32_losses(tmp_path, ekit, nusc, monkeypatch):
+    """train.cpu_bf16: the dense convolutions run in bfloat16 (the head's maps), while the sparse
+    LiDAR backbone, BEV pooling and every loss term stay float32, and the weights stay float32;
+    the run ends with finite losses."""
+    from perception.engine.train import cpu_has_native_bf16
+    from perception.models.detector import FusionDetector
+
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+    seen = []
+    real_loss = FusionDetector.loss
+
+    def spy(self, out, batch):
+        losses = real_loss(self, out, batch)
+        seen.append((out.heads[0].heatmap.dtype, {k: v.dtype for k, v in losses.items()}))
+        return losses
+
+    monkeypatch.setattr(FusionDetector, "loss", spy)
+    data = ekit.tiny_experiment(max_iters=2, checkpoint_interval=2, cpu_bf16=True)
+    result = train(ekit.make_config(data), tmp_path, progress=False, nusc=nusc)
+    assert [heat for heat, _ in seen] == [torch.bfloat16] * 2
+    assert all(set(d.values()) == {torch.float32} for _, d in seen)
+    assert result.losses and all(math.isfinite(v) for v in result.losses.values())
+    model = load_checkpoint(tmp_path / "latest.pt")["model"]
+    assert {v.dtype for v in model.values() if v.is_floating_point()} == {torch.float32}
+
+
+def test_cpu_bf16_without_native_support_warns_and_stays_float32(monkeypatch):
+    import perception.engine.train as train_mod
+
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        ctx = train_mod.cpu_autocast(True)
+    with ctx:
+        assert torch.nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.float32
+    with train_mod.cpu_autocast(False):
+        assert not torch.is_autocast_enabled("cpu")

@@ -89,6 +89,24 @@ def test_csr_backward_matches_reference():
         torch.testing.assert_close(a, b)
 
 
+def test_csr_takes_bfloat16_under_cpu_autocast():
+    """Training with train.cpu_bf16 hands the pooling bfloat16 depth and features (torch's
+    sparse matmul has none): it pools them in float32 and returns gradients in bfloat16."""
+    pts = frustum(seed=5)
+    depth, feats = inputs(pts.shape[:5], 4, dtype=torch.float32)
+    geom = BEVPoolGeometry.build(pts, GRID)
+    d16 = depth.detach().bfloat16().requires_grad_()
+    f16 = feats.detach().bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bev_pool(d16, f16, geom, backend="csr")
+    assert out.dtype == torch.float32
+    expect = bev_pool(d16.detach().float(), f16.detach().float(), geom, backend="reference")
+    torch.testing.assert_close(out, expect)
+    out.sum().backward()
+    assert d16.grad.dtype == torch.bfloat16 and f16.grad.dtype == torch.bfloat16
+    assert torch.count_nonzero(d16.grad) > 0 and torch.count_nonzero(f16.grad) > 0
+
+
 @pytest.mark.parametrize("backend", ["csr", "reference"])
 def test_gradcheck(backend):
     pts = frustum(b=1, n=2, d=3, h=2, w=3, seed=4, spread=3.0)

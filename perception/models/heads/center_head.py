@@ -82,6 +82,10 @@ class CenterHead(nn.Module):
         targets = assign_targets(gts, grid=self.grid, classes=self.classes,
                                  class_groups=self.class_groups, min_overlap=self.min_overlap,
                                  min_radius=self.min_radius, max_objects=self.max_objects)
+        # The losses in float32 whatever autocast produced (sums over 16k cells in bfloat16
+        # would round to ~3 significant digits).
+        outputs = tuple(HeadOutput(o.heatmap.float(), o.regression.float(), o.attribute.float())
+                        for o in outputs)
         heat_loss = reg_loss = attr_loss = outputs[0].heatmap.new_zeros(())
         for out, t in zip(outputs, targets):
             fl, npos = gaussian_focal_loss(out.heatmap, t.heatmap)

@@ -94,5 +94,9 @@ class LidarEncoder(nn.Module):
                                     *self.grid.shape)
             return BEVFeatures(self.collapse.conv(dense), valid)
         spconv = spconv_module(self.backbone.backend)
-        x = spconv.SparseConvTensor(feats, coords, self.spatial_shape, b)
-        return BEVFeatures(self.collapse(self.backbone(x)), valid)
+        # spconv takes float32/float16 only: under CPU bfloat16 autocast the sparse backbone
+        # stays in float32 (the dense height collapse after it follows the autocast).
+        with torch.autocast("cpu", enabled=False):
+            x = spconv.SparseConvTensor(feats.float(), coords, self.spatial_shape, b)
+            x = self.backbone(x)
+        return BEVFeatures(self.collapse(x), valid)

@@ -101,7 +101,7 @@ class RadarEncoder(nn.Module):
         if feats:
             f, cell = torch.cat(feats), torch.cat(cells)
             if len(f):
-                y = self.mlp(f)
+                y = self.mlp(f).float()   # bfloat16 under CPU autocast; pooled is float32
                 # Max over the cell's returns (ReLU outputs >= 0, so the zero start is neutral).
                 pooled = pooled.scatter_reduce(0, cell[:, None].expand_as(y), y, "amax",
                                                include_self=True)

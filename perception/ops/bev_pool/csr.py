@@ -27,11 +27,16 @@ def _csr(crow: Tensor, col: Tensor, val: Tensor, size) -> Tensor:
 class _BEVPoolCSR(torch.autograd.Function):
     @staticmethod
     def forward(ctx, depth: Tensor, feats: Tensor, geom: BEVPoolGeometry):
+        # torch's sparse CSR matmul has no bfloat16 kernel: under CPU autocast the pooling runs
+        # in float32 (autograd casts the gradients back to the inputs' dtypes).
+        if depth.dtype == torch.bfloat16 or feats.dtype == torch.bfloat16:
+            depth, feats = depth.float(), feats.float()
         c = feats.shape[-1]
         fflat = feats.reshape(-1, c).contiguous()
         vals = depth.reshape(-1)[geom.depth_idx].to(fflat.dtype)
         s = _csr(geom.cell_ptr, geom.feat_idx, vals, (geom.num_cells, geom.num_feats))
-        out = s @ fflat
+        with torch.autocast("cpu", enabled=False):
+            out = s @ fflat
         ctx.geom = geom
         ctx.depth_shape = depth.shape
         ctx.depth_dtype = depth.dtype
