@@ -1,0 +1,56 @@
+"""tools/bn_recalibrate.py and tools/bench_train_step.py on a tiny model of the real scene."""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from perception.engine.checkpoint import load_checkpoint, model_state
+from perception.engine.train import cpu_has_native_bf16, train
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bn_recalibrate_reestimates_every_batchnorm(tmp_path, ekit, nusc):
+    """The statistics become the average over the given frames (num_batches_tracked = frames),
+    the weights stay, and `perception eval` reads the file like an exported model."""
+    data = ekit.tiny_experiment(max_iters=1, checkpoint_interval=1)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    train(ekit.make_config(data), tmp_path / "run", progress=False, nusc=nusc)
+    ck = tmp_path / "run" / "latest.pt"
+    out = tmp_path / "recal.pt"
+    _load("bn_recalibrate").main([str(tmp_path / "run" / "config.yaml"), str(ck), str(out),
+                                  "--dataroot", str(ekit.dataroot), "--version", ekit.version,
+                                  "--split", ekit.split, "--frames", "3", "--threads", "1"])
+    before, after = model_state(ck), model_state(out)
+    assert load_checkpoint(out)["kind"] == "model" and set(before) == set(after)
+    tracked = [k for k in after if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(after[k]) == 3 for k in tracked)
+    means = [k for k in after if k.endswith("running_mean")]
+    assert any(not torch.allclose(before[k], after[k].float(), atol=1e-3) for k in means)
+    weights = [k for k in after if k.endswith(".weight")]
+    for k in weights:
+        torch.testing.assert_close(after[k].float(), before[k].half().float())
+
+
+def test_bench_train_step_reports_both_precisions(tmp_path, ekit, nusc):
+    from perception.config import save_config
+
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+    data = ekit.tiny_experiment()
+    save_config(ekit.make_config(data), tmp_path / "tiny.yaml")
+    row = _load("bench_train_step").bench(tmp_path / "tiny.yaml", str(ekit.dataroot),
+                                          ekit.version, ekit.split, frames=2, rounds=1)
+    assert row["float32_s"] > 0 and row["bfloat16_s"] > 0
+    assert math.isclose(row["speedup"], row["float32_s"] / row["bfloat16_s"], rel_tol=0.02)

@@ -1,0 +1,71 @@
+"""Re-estimate a model's BatchNorm statistics on unaugmented frames with every sensor present.
+
+    python tools/bn_recalibrate.py configs/synthetic/fusion.yaml CHECKPOINT OUT.pt \\
+        --dataroot data/synthetic/demo --version v1.0-mini --split mini_train [--frames 160]
+
+Training normalises with statistics gathered over augmented frames, a quarter of whose sensors
+modality dropout removed; evaluation sees neither. This resets every BatchNorm's running mean
+and variance, runs the model forward (no gradients, dropout off) over an even spread of the
+split's frames as they come from the reader, keeps the cumulative average of the batch
+statistics, and writes a model file like ``perception export`` (float16 weights, the
+checkpoint's config) that ``perception eval --checkpoint`` reads. docs/results.md has the
+measured effect (none that helps).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path)
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--dataroot", required=True)
+    ap.add_argument("--version", default="v1.0-mini")
+    ap.add_argument("--split", default="mini_train")
+    ap.add_argument("--frames", type=int, default=160, help="an even spread of N samples")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from perception.config import load_config
+    from perception.engine.checkpoint import atomic_save, load_checkpoint
+    from perception.engine.inference import build_eval_loader
+    from perception.models import ExperimentConfig, build_model
+    from perception.structures.batch import collate
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, ExperimentConfig, [])
+    state = load_checkpoint(args.checkpoint)
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None          # cumulative average over all the frames
+    model.train()
+    model.modality_dropout = 0.0
+    dataset = build_eval_loader(cfg, args.dataroot, args.version, args.split,
+                                cfg.model.modalities).dataset
+    picks = np.linspace(0, len(dataset) - 1, min(args.frames, len(dataset))).round().astype(int)
+    with torch.no_grad():
+        for i in picks.tolist():
+            model(collate([dataset[i]]))
+    state["model"] = {k: (v.half() if v.is_floating_point() else v).contiguous()
+                      for k, v in model.state_dict().items()}
+    state["kind"], state["half"] = "model", True
+    for k in ("optimizer", "scheduler", "scaler", "rng"):
+        state.pop(k, None)
+    atomic_save(state, args.out)
+    print(f"{len(norms)} BatchNorm layers re-estimated on {len(picks)} frames of "
+          f"{args.dataroot} {args.split}: wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
