@@ -1,24 +1,15 @@
 """The diagnostic tools under tools/ (scripts, loaded from their files)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tool_scripts import load_tool
 
 
 def test_probe_regression_summary_per_class():
-    probe = _load("probe_regression")
+    probe = load_tool("probe_regression")
     nan = float("nan")
     # class 0: a car moving at 10 m/s predicted at 5 m/s, heading flipped; a parked car predicted
     # at 1 m/s; class 1: one object, unknown velocity.
@@ -45,7 +36,7 @@ def test_probe_regression_summary_per_class():
 
 
 def test_probe_depth_summary():
-    probe = _load("probe_depth")
+    probe = load_tool("probe_depth")
     centres = torch.tensor([1.5, 2.5, 3.5, 4.5])
     targets = torch.tensor([0, 3, 3, 1])
     sure = torch.full((4, 4), -30.0)

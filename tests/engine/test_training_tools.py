@@ -1,9 +1,7 @@
 """tools/bn_recalibrate.py and tools/bench_train_step.py on a tiny model of the real scene."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,14 +9,7 @@ import torch
 from perception.engine.checkpoint import load_checkpoint, model_state
 from perception.engine.train import cpu_has_native_bf16, train
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tool_scripts import load_tool
 
 
 def test_bn_recalibrate_reestimates_every_batchnorm(tmp_path, ekit, nusc):
@@ -29,7 +20,7 @@ def test_bn_recalibrate_reestimates_every_batchnorm(tmp_path, ekit, nusc):
     train(ekit.make_config(data), tmp_path / "run", progress=False, nusc=nusc)
     ck = tmp_path / "run" / "latest.pt"
     out = tmp_path / "recal.pt"
-    _load("bn_recalibrate").main([str(tmp_path / "run" / "config.yaml"), str(ck), str(out),
+    load_tool("bn_recalibrate").main([str(tmp_path / "run" / "config.yaml"), str(ck), str(out),
                                   "--dataroot", str(ekit.dataroot), "--version", ekit.version,
                                   "--split", ekit.split, "--frames", "3", "--threads", "1"])
     before, after = model_state(ck), model_state(out)
@@ -50,7 +41,7 @@ def test_bench_train_step_reports_both_precisions(tmp_path, ekit, nusc):
         pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
     data = ekit.tiny_experiment()
     save_config(ekit.make_config(data), tmp_path / "tiny.yaml")
-    row = _load("bench_train_step").bench(tmp_path / "tiny.yaml", str(ekit.dataroot),
+    row = load_tool("bench_train_step").bench(tmp_path / "tiny.yaml", str(ekit.dataroot),
                                           ekit.version, ekit.split, frames=2, rounds=1)
     assert row["float32_s"] > 0 and row["bfloat16_s"] > 0
     assert math.isclose(row["speedup"], row["float32_s"] / row["bfloat16_s"], rel_tol=0.02)
