@@ -1,7 +1,7 @@
 """Time one training step (forward + loss + backward + AdamW) in float32 and in bfloat16 autocast
 on this CPU, as a ratio measured in the same run.
 
-    python tools/bench_train_step.py configs/synthetic/fusion.yaml [configs/synthetic/lidar.yaml ...] \\
+    python tools/bench_train_step.py configs/synthetic/fusion.yaml [more configs ...] \\
         --dataroot data/synthetic/demo [--frames 4] [--rounds 2] [--threads 1] [--json OUT.json]
 
 For each config: the model, the frames (an even spread of the training split, unaugmented,
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
         r = bench(config, args.dataroot, args.version, args.split, frames=args.frames,
                   rounds=args.rounds)
         rows[str(config)] = r
-        print(f"| {config} | {r['float32_s']:.3f} | {r['bfloat16_s']:.3f} | {r['speedup']:.2f}x |",
-              flush=True)
+        print(f"| {config} | {r['float32_s']:.3f} | {r['bfloat16_s']:.3f} | "
+              f"{r['speedup']:.2f}x |", flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),

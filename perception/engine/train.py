@@ -1,9 +1,10 @@
 """The training loop: ``train(cfg, work_dir)``; ``perception train`` calls it.
 
 One iteration: a Batch from the augmented training stream -> forward + loss (float16 autocast
-on CUDA when ``train.amp``, bfloat16 on CPU when ``train.cpu_bf16``) -> backward (gradient scaling) -> global-norm clipping -> AdamW step
--> learning-rate schedule step. Every ``checkpoint_interval`` iterations and at the end,
-``iter_N.pt`` and ``latest.pt`` are written atomically into the work dir.
+on CUDA when ``train.amp``, bfloat16 on CPU when ``train.cpu_bf16``) -> backward (gradient
+scaling) -> global-norm clipping -> AdamW step -> learning-rate schedule step. Every
+``checkpoint_interval`` iterations and at the end, ``iter_N.pt`` and ``latest.pt`` are written
+atomically into the work dir.
 
 Exact resume: a checkpoint holds the model, optimizer, schedule, gradient scaler, the
 Python/numpy/torch RNG states and the iteration. The data stream is a pure function of
