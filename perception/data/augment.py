@@ -75,11 +75,12 @@ def _linear_scale(M: Tensor) -> float:
     return float(abs(torch.linalg.det(M[:3, :3])) ** (1.0 / 3.0))
 
 
-def _move_points(points: Tensor, fields: Sequence[str], M: Tensor) -> Tensor:
+def move_points(points: Tensor, fields: Sequence[str], M: Tensor) -> Tensor:
     """Positions by the full transform, velocity column pairs by the linear xy part."""
     out = points.clone()
-    L = M[:3, :3].to(points.dtype)
-    out[:, 0:3] = points[:, 0:3] @ L.T + M[:3, 3].to(points.dtype)
+    M = M.to(points)
+    L = M[:3, :3]
+    out[:, 0:3] = points[:, 0:3] @ L.T + M[:3, 3]
     for fx, fy in _RADAR_VELOCITY_PAIRS:
         if fx in fields and fy in fields:
             i, j = fields.index(fx), fields.index(fy)
@@ -114,7 +115,7 @@ def transform_frame(frame: Frame, aug_T_ego: Tensor) -> Frame:
     M = torch.as_tensor(aug_T_ego, dtype=torch.float64)
 
     def move(s: SensorSample) -> SensorSample:
-        data = s.data if s.is_camera else _move_points(s.data, s.fields, M)
+        data = s.data if s.is_camera else move_points(s.data, s.fields, M)
         return replace(s, data=data, calib=_move_calib(s.calib, M))
 
     gt = frame.gt

@@ -7,12 +7,28 @@ stage reads it from there (the LiDAR voxel xy size is derived from it, never rep
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Sequence
 
 from perception.structures.grid import BEVGrid
 from perception.structures.labels import DETECTION_CLASSES
 
 MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar")
+FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_flips)
+
+
+def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:
+    """Validate a list of flips (and that ``grid`` is symmetric about the ego origin along the
+    mirrored axes, without which mirrored cells do not line up). Returns it as a tuple."""
+    flips = tuple(flips)
+    bad = [f for f in flips if f not in FLIPS]
+    if bad or len(set(flips)) != len(flips):
+        raise ValueError(f"test_flips must be distinct values of {FLIPS}, got {list(flips)}")
+    if grid is not None:
+        for axis, rng in (("x", grid.x_range), ("y", grid.y_range)):
+            if any(axis in f for f in flips) and rng[0] != -rng[1]:
+                raise ValueError(f"test_flips {list(flips)} mirror {axis}, which needs a grid "
+                                 f"symmetric about 0 along {axis}: {axis}_range is {list(rng)}")
+    return flips
 
 
 @dataclass(frozen=True)
@@ -183,7 +199,14 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The whole detector. ``modalities`` selects which encoders are built."""
+    """The whole detector. ``modalities`` selects which encoders are built.
+
+    ``test_flips``: flip test-time augmentation at prediction (``FusionDetector.predict``, so
+    ``perception eval`` and the demo): besides the frame itself the detector also runs on its
+    mirror images ``"x"`` (x -> -x), ``"y"`` and ``"xy"`` listed here and averages the head maps
+    (``perception.models.tta``); each view costs one more forward. Empty: off. Training never
+    uses it. Needs a grid symmetric about the ego origin along the mirrored axes.
+    """
 
     grid: BEVGrid = field(default_factory=BEVGrid)
     modalities: tuple[str, ...] = MODALITIES
@@ -193,6 +216,7 @@ class ModelConfig:
     radar: RadarConfig = field(default_factory=RadarConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    test_flips: tuple[str, ...] = ()
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)
@@ -205,6 +229,7 @@ class ModelConfig:
                              f"{self.classes} exactly once")
         if len(self.head.nms_radius) != len(self.head.class_groups):
             raise ValueError("head.nms_radius needs one entry per class group")
+        check_flips(self.test_flips, self.grid)
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ from perception.models.camera import (
     resize_images,
 )
 from perception.models.camera.depth import depth_loss, lidar_depth_targets
-from perception.models.config import MODALITIES, ModelConfig
+from perception.models.config import MODALITIES, ModelConfig, check_flips
 from perception.models.fusion import AttentionFuser
 from perception.models.heads import CenterHead
 from perception.models.lidar import HeightCollapse, LidarEncoder, SparseBackbone3D
 from perception.models.outputs import BEVFeatures, DetectorOutput
 from perception.models.radar import RadarEncoder
+from perception.models.tta import flip_batch, merge_heads, unflip_heads
 from perception.structures.batch import Batch
 from perception.structures.grid import BEVGrid
 from perception.structures.instances import Detections
@@ -42,11 +43,14 @@ class FusionDetector(nn.Module):
         image_size: (H, W) the camera encoder takes; other sizes are resized (img_aug updated).
         modality_dropout: per-frame probability of dropping each sensor in training.
         depth_weight: weight of the camera depth supervision from LiDAR (``loss_depth``); 0: off.
+        test_flips: mirrored views ``predict`` averages with the frame itself ("x", "y", "xy";
+            ``perception.models.tta``); empty: off.
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
                  head: CenterHead, image_size: tuple[int, int] | None = None,
-                 modality_dropout: float = 0.0, depth_weight: float = 0.0):
+                 modality_dropout: float = 0.0, depth_weight: float = 0.0,
+                 test_flips: Sequence[str] = ()):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -61,6 +65,7 @@ class FusionDetector(nn.Module):
         self.image_size = image_size
         self.modality_dropout = modality_dropout
         self.depth_weight = depth_weight if "camera" in self.modalities else 0.0
+        self.test_flips = check_flips(test_flips, grid)
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
@@ -168,11 +173,16 @@ class FusionDetector(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> list[Detections]:
-        """B Detections (ego frame of each sample), in eval mode semantics (no dropout)."""
+        """B Detections (ego frame of each sample), in eval mode semantics (no dropout); with
+        ``test_flips``, from the head maps averaged over the frame and its mirrored views."""
         was_training = self.training
         self.eval()
         try:
-            return self.head.decode(self.forward(batch, modalities=modalities).heads)
+            views = [self.forward(batch, modalities=modalities).heads]
+            for flip in self.test_flips:
+                heads = self.forward(flip_batch(batch, flip), modalities=modalities).heads
+                views.append(unflip_heads(heads, flip))
+            return self.head.decode(merge_heads(views))
         finally:
             self.train(was_training)
 
@@ -233,4 +243,4 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
     return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
                           image_size=cfg.camera.image_size if "camera" in encoders else None,
                           modality_dropout=f.modality_dropout,
-                          depth_weight=cfg.camera.depth_weight)
+                          depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips)

@@ -31,7 +31,8 @@ class HeadOutput:
     Attributes:
         heatmap: (B, K_g, H, W) logits, one channel per class of the group.
         regression: (B, 10, H, W): dx, dy (centre offset within the cell, cells), z (m),
-            log l, log w, log h (log m), sin yaw, cos yaw, vx, vy (m/s).
+            log l, log w, log h (log m), sin yaw, cos yaw, vx, vy (units of 5 m/s,
+            ``heads.targets.VELOCITY_SCALE``).
         attribute: (B, 8, H, W) logits over ``ATTRIBUTE_NAMES``.
     """
 

@@ -14,10 +14,13 @@ from perception.models.config import (
     ModelConfig,
     RadarConfig,
 )
+from perception.models.heads import assign_targets
+from perception.models.outputs import HeadOutput
 from perception.structures import Boxes3D, GroundTruth
 from perception.structures.batch import Batch
 from perception.structures.frame import LIDAR_FIELDS, RADAR_FIELDS
 from perception.structures.grid import BEVGrid
+from perception.structures.labels import DETECTION_CLASSES
 
 
 
@@ -114,6 +117,26 @@ def tiny_config(modalities=("camera", "lidar", "radar")) -> ModelConfig:
     )
 
 
+def ideal_outputs(gt: GroundTruth, grid: BEVGrid, class_groups, vx_code_shift: float = 0.0
+                  ) -> tuple[HeadOutput, ...]:
+    """Head maps built from the targets of one frame: peaks at the centres, the regression and
+    attribute codes there (plus ``vx_code_shift`` on the vx code everywhere)."""
+    targets = assign_targets([gt], grid=grid, classes=DETECTION_CLASSES, class_groups=class_groups,
+                             min_overlap=0.1, min_radius=2, max_objects=16)
+    outs = []
+    for t in targets:
+        heat = torch.where(t.heatmap == 1, 10.0, -10.0 + 5 * t.heatmap)
+        reg = torch.zeros(1, 10, grid.height * grid.width)
+        attr = torch.zeros(1, 8, grid.height * grid.width)
+        n = int(t.mask.sum())
+        reg[0, :, t.index[0, :n]] = t.regression[0, :n].T
+        reg[0, 8] += vx_code_shift
+        valid_attr = t.attribute[0, :n] >= 0
+        attr[0, t.attribute[0, :n][valid_attr], t.index[0, :n][valid_attr]] = 5.0
+        outs.append(HeadOutput(heat, reg.view(1, 10, *grid.shape), attr.view(1, 8, *grid.shape)))
+    return tuple(outs)
+
+
 @pytest.fixture
 def tiny_batch() -> Batch:
     return make_batch(grid=TINY_GRID, batch_size=2)
@@ -127,6 +150,7 @@ class Kit:
     make_batch = staticmethod(make_batch)
     tiny_config = staticmethod(tiny_config)
     camera_rig = staticmethod(camera_rig)
+    ideal_outputs = staticmethod(ideal_outputs)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from perception.models.heads import (
     gaussian_radius,
 )
 from perception.models.heads.targets import VELOCITY_SCALE
-from perception.models.outputs import HeadOutput
 from perception.structures import Boxes3D, GroundTruth
 from perception.structures.grid import BEVGrid
 from perception.structures.labels import DETECTION_CLASSES
@@ -77,30 +76,11 @@ def test_gaussian_radius_grows_with_size_and_shrinks_with_overlap():
     assert gaussian_radius(torch.tensor(8.0), torch.tensor(8.0), 0.7) < r[1]
 
 
-def _ideal_outputs(gt, vx_code_shift: float = 0.0) -> tuple[HeadOutput, ...]:
-    """Head maps built from the targets: peaks at the centres, the regression and attribute codes
-    there (plus ``vx_code_shift`` on the vx code everywhere)."""
-    targets = assign_targets([gt], grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
-                             min_overlap=0.1, min_radius=2, max_objects=16)
-    outs = []
-    for t in targets:
-        heat = torch.where(t.heatmap == 1, 10.0, -10.0 + 5 * t.heatmap)
-        reg = torch.zeros(1, 10, GRID.height * GRID.width)
-        attr = torch.zeros(1, 8, GRID.height * GRID.width)
-        n = int(t.mask.sum())
-        reg[0, :, t.index[0, :n]] = t.regression[0, :n].T
-        reg[0, 8] += vx_code_shift
-        valid_attr = t.attribute[0, :n] >= 0
-        attr[0, t.attribute[0, :n][valid_attr], t.index[0, :n][valid_attr]] = 5.0
-        outs.append(HeadOutput(heat, reg.view(1, 10, *GRID.shape), attr.view(1, 8, *GRID.shape)))
-    return tuple(outs)
-
-
-def test_perfect_maps_decode_back_to_the_ground_truth():
+def test_perfect_maps_decode_back_to_the_ground_truth(kit):
     """Target encoding -> ideal head maps -> decode (top-k, NMS) gives the GT boxes back."""
     gt = _gt()
     head = _head()
-    det = head.decode(_ideal_outputs(gt))[0]
+    det = head.decode(kit.ideal_outputs(gt, GRID, GROUPS))[0]
     assert len(det) == 4
     inside = gt[torch.tensor([0, 1, 2, 3])]
     order = torch.argsort(det.labels * 100 + det.boxes.x)  # match by (label, x)
@@ -115,13 +95,13 @@ def test_perfect_maps_decode_back_to_the_ground_truth():
     assert (d.scores > 0.99).all()
 
 
-def test_read_at_centres_gives_the_targets_back_from_perfect_maps_and_a_shift_from_others():
+def test_read_at_centres_gives_the_targets_back_from_perfect_maps_and_a_shift_from_others(kit):
     """The readout decodes the codes at each GT centre cell next to the box its targets encode:
     ideal regression maps read back the ground truth (unknown velocity NaN on the target side);
     a constant added to the vx code shows up as exactly that many m/s."""
     gt = _gt()
     head = _head()
-    outs = _ideal_outputs(gt, vx_code_shift=0.2)           # +1 m/s in x everywhere
+    outs = kit.ideal_outputs(gt, GRID, GROUPS, vx_code_shift=0.2)           # +1 m/s in x everywhere
     ((labels, target, pred),) = head.read_at_centres(outs, [gt])
     assert sorted(labels.tolist()) == [0, 1, 5, 8]            # the box outside the grid is left out
     order = torch.argsort(labels)
