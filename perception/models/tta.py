@@ -61,7 +61,7 @@ def unflip_heads(heads: Sequence[HeadOutput], flip: str) -> tuple[HeadOutput, ..
     dims = [d for a, d in (("y", -2), ("x", -1)) if a in flip]
     out = []
     for h in heads:
-        reg = h.regression.flip(dims).clone()
+        reg = h.regression.flip(dims)   # flip copies
         if "x" in flip:
             reg[:, _DX] = 1.0 - reg[:, _DX]
             reg[:, _COS] = -reg[:, _COS]
