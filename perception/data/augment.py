@@ -443,12 +443,16 @@ class FrameAugmenter:
         cfg: ``AugmentConfig`` (``perception.models.config``).
         image_size: (H, W) the network takes, or None to leave images alone.
         paste: a built :class:`GTPaste`, or None.
+        paste_until: training-stream position from which nothing is pasted (the paste fade,
+            ``PasteConfig.fade``); None: paste everywhere.
     """
 
-    def __init__(self, cfg, image_size: tuple[int, int] | None, paste: GTPaste | None = None):
+    def __init__(self, cfg, image_size: tuple[int, int] | None, paste: GTPaste | None = None,
+                 paste_until: int | None = None):
         self.cfg = cfg
         self.image_size = None if image_size is None else tuple(image_size)
         self.paste = paste
+        self.paste_until = paste_until
 
     def sample_bev(self, rng: np.random.Generator) -> Tensor:
         g = self.cfg.global_bev
@@ -456,8 +460,13 @@ class FrameAugmenter:
                           flip_x=bool(rng.random() < g.flip_x), flip_y=bool(rng.random() < g.flip_y),
                           translation=rng.normal(0.0, 1.0, 3) * np.asarray(g.translation_std))
 
-    def __call__(self, frame: Frame, rng: np.random.Generator) -> Frame:
-        if self.paste is not None:
+    def __call__(self, frame: Frame, rng: np.random.Generator,
+                 position: int | None = None) -> Frame:
+        """Augment ``frame`` with ``rng``; ``position`` is its place in the training stream
+        (for the paste fade; None counts as before it)."""
+        fading = (self.paste_until is not None and position is not None
+                  and position >= self.paste_until)
+        if self.paste is not None and not fading:
             frame = self.paste(frame, rng)
         frame = transform_frame(frame, self.sample_bev(rng))
         if self.image_size is not None and frame.cameras:
@@ -477,9 +486,10 @@ class FrameAugmenter:
 class AugmentedDataset(torch.utils.data.Dataset):
     """A Frame dataset seen through augmentation.
 
-    ``ds[(index, seed)]`` augments frame ``index`` with ``numpy.random.default_rng(seed)`` (what
-    the training sampler yields); ``ds[index]`` only resizes the images to ``image_size``
-    (evaluation). Picklable when ``base`` is.
+    ``ds[(index, seed, position)]`` (what the training sampler yields) or ``ds[(index, seed)]``
+    augments frame ``index`` with ``numpy.random.default_rng(seed)`` (``position``: its place in
+    the training stream, for the paste fade); ``ds[index]`` only resizes the images to
+    ``image_size`` (evaluation). Picklable when ``base`` is.
 
     Args:
         base: a dataset of Frames (``NuScenesDataset``).
@@ -496,10 +506,13 @@ class AugmentedDataset(torch.utils.data.Dataset):
         return len(self.base)
 
     def __getitem__(self, key) -> Frame:
-        index, seed = key if isinstance(key, tuple) else (key, None)
+        if isinstance(key, tuple):
+            index, seed, position = key if len(key) == 3 else (*key, None)
+        else:
+            index, seed, position = key, None, None
         frame = self.base[int(index)]
         if self.augmenter is not None and seed is not None:
-            return self.augmenter(frame, np.random.default_rng(int(seed)))
+            return self.augmenter(frame, np.random.default_rng(int(seed)), position)
         if self.image_size is not None and frame.cameras:
             return resize_frame_images(frame, self.image_size)
         return frame

@@ -1,4 +1,5 @@
-"""The training data stream: an endless, seeded, resumable sequence of ``(index, seed)`` keys.
+"""The training data stream: an endless, seeded, resumable sequence of ``(index, seed,
+position)`` keys.
 
 Position ``p`` of the stream (the p-th frame training consumes) is a pure function of
 ``(seed, p)``: epoch ``e = p // epoch_length`` is a permutation drawn from ``(seed, e)``, and the
@@ -59,7 +60,7 @@ def cbgs_indices(classes_per_frame: Sequence[np.ndarray], rng: np.random.Generat
 
 
 class TrainSampler(torch.utils.data.Sampler):
-    """Endless ``(index, seed)`` stream starting at position ``start``.
+    """Endless ``(index, seed, position)`` stream starting at position ``start``.
 
     Args:
         size: frames in the dataset.
@@ -87,19 +88,19 @@ class TrainSampler(torch.utils.data.Sampler):
         """The augmentation seed of stream position ``position``."""
         return int(np.random.SeedSequence([self.seed, 1, position]).generate_state(1)[0])
 
-    def keys(self, start: int, count: int) -> list[tuple[int, int]]:
+    def keys(self, start: int, count: int) -> list[tuple[int, int, int]]:
         """``count`` keys from position ``start`` (what iterating yields, as a list)."""
         it = self._iter_from(start)
         return [next(it) for _ in range(count)]
 
-    def _iter_from(self, position: int) -> Iterator[tuple[int, int]]:
+    def _iter_from(self, position: int) -> Iterator[tuple[int, int, int]]:
         e, offset = divmod(position, self.epoch_length)
         while True:
             order = self.epoch(e)
             for i in range(offset, len(order)):
-                yield int(order[i]), self.sample_seed(position)
+                yield int(order[i]), self.sample_seed(position), position
                 position += 1
             e, offset = e + 1, 0
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         return self._iter_from(self.start)

@@ -213,7 +213,11 @@ def build_train_dataset(cfg, work_dir: str | os.PathLike, *, nusc=None, verbose:
                                       radar_margin=aug.paste.radar_margin)
                 db.save(db_path)
             paste = GTPaste(db, aug.paste.counts, cfg.model.classes, aug.paste.radar_margin)
-        augmenter = FrameAugmenter(aug, image_size, paste)
+        paste_until = None
+        if paste is not None and aug.paste.fade > 0:
+            t = cfg.train
+            paste_until = round((1.0 - aug.paste.fade) * t.max_iters) * t.batch_size
+        augmenter = FrameAugmenter(aug, image_size, paste, paste_until)
     classes = frame_classes(base) if d.cbgs else None
     return AugmentedDataset(base, augmenter, image_size), classes
 

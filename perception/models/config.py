@@ -284,12 +284,23 @@ class PasteConfig:
             returns scatter around the surface, often just outside the annotated box).
         database: path of the database file (built from the training split when missing);
             relative paths are under the work dir.
+        fade: fraction of ``train.max_iters``, at the end of training, without pasting
+            (TransFusion's "fade strategy"): pasted objects exist only in the point clouds, and
+            the training classes' pasted copies carry their source frames' motion, so the last
+            iterations show the model only real scenes, where every sensor agrees. 0: paste to
+            the end.
     """
 
     counts: dict[str, int] = field(default_factory=dict)
     min_lidar_points: int = 5
     radar_margin: float = 0.5
     database: str = "gt_database.pt"
+    fade: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.fade < 1.0:
+            raise ValueError(f"data.augment.paste.fade is a fraction of train.max_iters in [0, 1), "
+                             f"got {self.fade}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from perception.models.camera.transforms import resize_images
 from perception.models.config import AugmentConfig
 from perception.structures import Boxes3D, collate
 
-from real_scene import DATAROOT, require_scene
+from real_scene import DATAROOT, VERSION, require_scene
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +228,43 @@ def test_augmenter_is_a_function_of_the_seed(scene, database):
     assert torch.equal(a.cameras["CAM_FRONT"].data, b.cameras["CAM_FRONT"].data)
 
 
+def test_paste_fades_out_from_its_stream_position(scene, database):
+    """``paste_until``: keys at earlier positions get pasted objects, later ones none; the same
+    seed gives the same frame either side of the switch when nothing is pasted."""
+    cfg = AugmentConfig()
+    counts = {"car": 12, "bicycle": 20, "pedestrian": 30}
+    aug = FrameAugmenter(cfg, (32, 64), GTPaste(database, counts), paste_until=100)
+    ds = AugmentedDataset(scene, aug)
+    real = len(scene[21].gt)
+    before, after, unplaced = ds[(21, 11, 99)], ds[(21, 11, 100)], ds[(21, 11)]
+    assert len(before.gt) > real and before.lidar.num_pasted > 0
+    assert len(after.gt) == real and after.lidar.num_pasted == 0
+    assert torch.equal(unplaced.gt.boxes.tensor, before.gt.boxes.tensor)  # no position: before
+    plain = AugmentedDataset(scene, FrameAugmenter(cfg, (32, 64), None))[(21, 11, 5)]
+    assert torch.equal(after.lidar.points, plain.lidar.points)
+
+
+def test_paste_fade_reaches_the_training_dataset(tmp_path, scene, database):
+    from perception.config import load_config
+    from perception.engine.train import build_train_dataset
+    from perception.models import ExperimentConfig
+
+    database.save(tmp_path / "gt_database.pt")
+    cfg = load_config(None, ExperimentConfig, [
+        f"data.root={DATAROOT}", f"data.version={VERSION}", "data.train_split=mini_val",
+        "model.modalities=[lidar]", "data.augment.paste.counts={car: 3}",
+        "data.augment.paste.fade=0.25", "train.max_iters=40", "train.batch_size=2"])
+    ds, _ = build_train_dataset(cfg, tmp_path, verbose=False)
+    assert ds.augmenter.paste is not None and ds.augmenter.paste_until == 60   # 30 iterations x 2
+    with pytest.raises(ValueError, match="paste.fade"):
+        load_config(None, ExperimentConfig, ["data.augment.paste.fade=1.0"])
+
+
 def test_sampler_resumes_anywhere_and_cbgs_balances():
     s = TrainSampler(7, seed=5)
     stream = s.keys(0, 30)
-    assert sorted(i for i, _ in stream[:7]) == list(range(7))     # an epoch is a permutation
+    assert sorted(i for i, _, _ in stream[:7]) == list(range(7))     # an epoch is a permutation
+    assert [p for _, _, p in stream] == list(range(30))              # keys carry their position
     assert stream[7:14] != stream[:7]
     for start in (0, 3, 7, 13):
         assert list(zip(range(10), TrainSampler(7, seed=5, start=start)))[-1][1] == stream[start + 9]
