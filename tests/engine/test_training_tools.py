@@ -21,8 +21,8 @@ def test_bn_recalibrate_reestimates_every_batchnorm(tmp_path, ekit, nusc):
     ck = tmp_path / "run" / "latest.pt"
     out = tmp_path / "recal.pt"
     load_tool("bn_recalibrate").main([str(tmp_path / "run" / "config.yaml"), str(ck), str(out),
-                                  "--dataroot", str(ekit.dataroot), "--version", ekit.version,
-                                  "--split", ekit.split, "--frames", "3", "--threads", "1"])
+                                      "--dataroot", str(ekit.dataroot), "--version", ekit.version,
+                                      "--split", ekit.split, "--frames", "3", "--threads", "1"])
     before, after = model_state(ck), model_state(out)
     assert load_checkpoint(out)["kind"] == "model" and set(before) == set(after)
     tracked = [k for k in after if k.endswith("num_batches_tracked")]
@@ -42,6 +42,6 @@ def test_bench_train_step_reports_both_precisions(tmp_path, ekit, nusc):
     data = ekit.tiny_experiment()
     save_config(ekit.make_config(data), tmp_path / "tiny.yaml")
     row = load_tool("bench_train_step").bench(tmp_path / "tiny.yaml", str(ekit.dataroot),
-                                          ekit.version, ekit.split, frames=2, rounds=1)
+                                              ekit.version, ekit.split, frames=2, rounds=1)
     assert row["float32_s"] > 0 and row["bfloat16_s"] > 0
     assert math.isclose(row["speedup"], row["float32_s"] / row["bfloat16_s"], rel_tol=0.02)

@@ -14,7 +14,7 @@ from perception.models.config import (
     ModelConfig,
     RadarConfig,
 )
-from perception.models.heads import assign_targets
+from perception.models.heads import CenterHead, assign_targets
 from perception.models.outputs import HeadOutput
 from perception.structures import Boxes3D, GroundTruth
 from perception.structures.batch import Batch
@@ -137,6 +137,16 @@ def ideal_outputs(gt: GroundTruth, grid: BEVGrid, class_groups, vx_code_shift: f
     return tuple(outs)
 
 
+def small_head(grid: BEVGrid, class_groups) -> CenterHead:
+    """An 8-channel CenterHead (score threshold 0.3) for decoding hand-made maps."""
+    return CenterHead(in_channels=8, grid=grid, classes=DETECTION_CLASSES,
+                      class_groups=class_groups, shared_channels=8, head_channels=8,
+                      min_overlap=0.1, min_radius=2, max_objects=16, heatmap_weight=1.0,
+                      regression_weight=0.25, attribute_weight=0.2, code_weights=(1.0,) * 10,
+                      score_threshold=0.3, top_k=100, max_detections=50,
+                      nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4))
+
+
 @pytest.fixture
 def tiny_batch() -> Batch:
     return make_batch(grid=TINY_GRID, batch_size=2)
@@ -151,6 +161,7 @@ class Kit:
     tiny_config = staticmethod(tiny_config)
     camera_rig = staticmethod(camera_rig)
     ideal_outputs = staticmethod(ideal_outputs)
+    small_head = staticmethod(small_head)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ import math
 import torch
 
 from perception.models.heads import (
-    CenterHead,
     assign_targets,
     decode_codes,
     encode_boxes,
@@ -32,14 +31,6 @@ def _gt():
     labels = torch.tensor([0, 1, 5, 8, 0])
     attrs = torch.tensor([5, 6, 2, -1, 5])
     return GroundTruth(Boxes3D(boxes), labels, attributes=attrs)
-
-
-def _head():
-    return CenterHead(in_channels=8, grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
-                      shared_channels=8, head_channels=8, min_overlap=0.1, min_radius=2,
-                      max_objects=16, heatmap_weight=1.0, regression_weight=0.25,
-                      attribute_weight=0.2, code_weights=(1.0,) * 10, score_threshold=0.3,
-                      top_k=100, max_detections=50, nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4))
 
 
 def test_encode_decode_codes_round_trip():
@@ -79,7 +70,7 @@ def test_gaussian_radius_grows_with_size_and_shrinks_with_overlap():
 def test_perfect_maps_decode_back_to_the_ground_truth(kit):
     """Target encoding -> ideal head maps -> decode (top-k, NMS) gives the GT boxes back."""
     gt = _gt()
-    head = _head()
+    head = kit.small_head(GRID, GROUPS)
     det = head.decode(kit.ideal_outputs(gt, GRID, GROUPS))[0]
     assert len(det) == 4
     inside = gt[torch.tensor([0, 1, 2, 3])]
@@ -100,7 +91,7 @@ def test_read_at_centres_gives_the_targets_back_from_perfect_maps_and_a_shift_fr
     ideal regression maps read back the ground truth (unknown velocity NaN on the target side);
     a constant added to the vx code shows up as exactly that many m/s."""
     gt = _gt()
-    head = _head()
+    head = kit.small_head(GRID, GROUPS)
     outs = kit.ideal_outputs(gt, GRID, GROUPS, vx_code_shift=0.2)           # +1 m/s in x everywhere
     ((labels, target, pred),) = head.read_at_centres(outs, [gt])
     assert sorted(labels.tolist()) == [0, 1, 5, 8]            # the box outside the grid is left out
@@ -126,8 +117,8 @@ def test_gaussian_focal_loss_values():
     assert good < loss / 10
 
 
-def test_head_loss_is_finite_with_nan_velocity_and_backpropagates():
-    head = _head().train()
+def test_head_loss_is_finite_with_nan_velocity_and_backpropagates(kit):
+    head = kit.small_head(GRID, GROUPS).train()
     x = torch.randn(1, 8, *GRID.shape, requires_grad=True)
     losses = head.loss(head(x), [_gt()])
     assert set(losses) == {"loss_heatmap", "loss_regression", "loss_attribute"}

@@ -7,23 +7,13 @@ import torch
 from perception.data.augment import bev_matrix, transform_boxes
 from perception.models import build_model
 from perception.models.config import HeadConfig, ModelConfig
-from perception.models.heads import CenterHead
 from perception.models.tta import flip_batch, merge_heads, unflip_heads
 from perception.structures import Boxes3D, GroundTruth
 from perception.structures.grid import BEVGrid
-from perception.structures.labels import DETECTION_CLASSES
 
 GRID = BEVGrid(x_range=(-16.0, 16.0), y_range=(-16.0, 16.0), z_range=(-3.0, 1.0), cell_size=0.5,
                voxel_z=4.0)
 GROUPS = HeadConfig().class_groups
-
-
-def _head() -> CenterHead:
-    return CenterHead(in_channels=8, grid=GRID, classes=DETECTION_CLASSES, class_groups=GROUPS,
-                      shared_channels=8, head_channels=8, min_overlap=0.1, min_radius=2,
-                      max_objects=16, heatmap_weight=1.0, regression_weight=0.25,
-                      attribute_weight=0.2, code_weights=(1.0,) * 10, score_threshold=0.3,
-                      top_k=100, max_detections=50, nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4))
 
 
 def _gt() -> GroundTruth:
@@ -47,7 +37,7 @@ def test_maps_of_the_mirrored_scene_come_back_to_the_original_boxes(kit, flip):
     gt = _gt()
     M = bev_matrix(flip_x="x" in flip, flip_y="y" in flip)
     mirrored = GroundTruth(transform_boxes(gt.boxes, M), gt.labels, attributes=gt.attributes)
-    head = _head()
+    head = kit.small_head(GRID, GROUPS)
     det = _by_label(head.decode(unflip_heads(kit.ideal_outputs(mirrored, GRID, GROUPS), flip))[0])
     direct = _by_label(head.decode(kit.ideal_outputs(gt, GRID, GROUPS))[0])
     assert det.labels.tolist() == gt.labels.tolist() == direct.labels.tolist()
