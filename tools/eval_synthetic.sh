@@ -9,9 +9,14 @@
 #     seed 0): 2 scenes, 80 samples; each model with its own sensors, and the fusion model with
 #     a sensor missing (camera,radar: no LiDAR; lidar,radar: no cameras);
 #   make demo's val set (data/synthetic/demo_val, seed 1000, one scene, 40 samples, a world no
-#     model trained on).
-# Each run writes OUT_ROOT/<set>/<name>/metrics_summary.json (the devkit's format, fast backend:
-# identical numbers); the tables come from tools/results_table.py.
+#     model trained on);
+# and with LARGE_VAL=DIR a third, larger one: the `val` split of a v1.0-trainval world (e.g.
+#   `perception synth --out data/synthetic/train40 --version v1.0-trainval --scenes 40`: 7 val
+#   scenes, 280 samples, names disjoint from the mini world's), set name large_val.
+# A model whose file CKPT_DIR lacks is skipped (e.g. a fusion + LiDAR experiment); a row whose
+# metrics_summary.json exists is not run again. Each run writes
+# OUT_ROOT/<set>/<name>/metrics_summary.json (the devkit's format, fast backend: identical
+# numbers); the tables come from tools/results_table.py.
 set -euo pipefail
 CK=${1:-data/checkpoints}
 OUT=${2:-outputs/results}
@@ -19,27 +24,32 @@ PERCEPTION=${PERCEPTION:-.venv/bin/perception}
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}
 
-run() {   # set dataroot name config modalities
-    local set=$1 root=$2 name=$3 cfg=$4 mods=$5
+run() {   # set dataroot version split name config modalities
+    local set=$1 root=$2 version=$3 split=$4 name=$5 cfg=$6 mods=$7
     local dir="$OUT/$set/$name"
     if [ -f "$dir/metrics_summary.json" ]; then return; fi
+    if [ ! -f "$CK/synthetic_$cfg.pt" ]; then echo "$set/$name: no $CK/synthetic_$cfg.pt, skipped" >&2; return; fi
     "$PERCEPTION" eval "configs/synthetic/$cfg.yaml" --checkpoint "$CK/synthetic_$cfg.pt" \
-        --dataroot "$root" --version v1.0-mini --split mini_val --out "$dir" \
+        --dataroot "$root" --version "$version" --split "$split" --out "$dir" \
         --modalities "$mods" --workers 1 --threads "$THREADS" > "$dir.log" 2>&1 \
         || { echo "eval $set/$name failed: see $dir.log" >&2; return 1; }
 }
 
 [ -d data/synthetic/demo_val ] || "$PERCEPTION" synth --out data/synthetic/demo_val \
     --version v1.0-mini --scenes 1 --seed 1000 --reuse
-for set in train_world:data/synthetic/demo demo_val:data/synthetic/demo_val; do
-    s=${set%%:*}; root=${set#*:}
+SETS="train_world:data/synthetic/demo:v1.0-mini:mini_val demo_val:data/synthetic/demo_val:v1.0-mini:mini_val"
+if [ -n "${LARGE_VAL:-}" ]; then
+    [ -d "$LARGE_VAL/v1.0-trainval" ] || { echo "LARGE_VAL=$LARGE_VAL holds no v1.0-trainval world" >&2; exit 2; }
+    SETS="$SETS large_val:$LARGE_VAL:v1.0-trainval:val"
+fi
+for set in $SETS; do
+    IFS=: read -r s root version split <<< "$set"
     mkdir -p "$OUT/$s"
-    run "$s" "$root" fusion fusion camera,lidar,radar
-    run "$s" "$root" fusion_no_lidar fusion camera,radar
-    run "$s" "$root" fusion_no_camera fusion lidar,radar
-    run "$s" "$root" camera_lidar camera_lidar camera,lidar
-    run "$s" "$root" camera_radar camera_radar camera,radar
-    run "$s" "$root" lidar lidar lidar
-    run "$s" "$root" camera camera camera
+    for row in fusion:fusion:camera,lidar,radar fusion_no_lidar:fusion:camera,radar \
+               fusion_no_camera:fusion:lidar,radar camera_lidar:camera_lidar:camera,lidar \
+               camera_radar:camera_radar:camera,radar lidar:lidar:lidar camera:camera:camera; do
+        IFS=: read -r name cfg mods <<< "$row"
+        run "$s" "$root" "$version" "$split" "$name" "$cfg" "$mods"
+    done
 done
 "$PY" tools/results_table.py "$OUT"
