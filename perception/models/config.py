@@ -139,7 +139,9 @@ class FusionConfig:
             channels; 1 = all blocks at the grid resolution). The grid's size must be divisible
             by ``2 ** (context_scales - 1)``.
         modality_dropout: per-frame probability, in training, of dropping each modality
-            (at least one always stays), so the fuser never relies on any one sensor.
+            (at least one always stays), so the fuser never relies on any one sensor: one
+            probability for every sensor, or a mapping sensor -> probability (sensors it does
+            not name are never dropped), e.g. ``{camera: 0.25, lidar: 0.25, radar: 0.5}``.
         modality_dropout_start: fraction of ``train.max_iters`` trained with every sensor
             before modality dropout starts (0: dropout from the first iteration).
     """
@@ -148,12 +150,18 @@ class FusionConfig:
     heads: int = 4
     context_blocks: int = 2
     context_scales: int = 1
-    modality_dropout: float = 0.25
+    modality_dropout: float | dict[str, float] = 0.25
     modality_dropout_start: float = 0.0
 
     def __post_init__(self):
-        if not 0.0 <= self.modality_dropout <= 1.0:
-            raise ValueError(f"fusion.modality_dropout is a probability, got {self.modality_dropout}")
+        rates = (self.modality_dropout if isinstance(self.modality_dropout, dict)
+                 else {"every sensor": self.modality_dropout})
+        for sensor, p in rates.items():
+            if isinstance(self.modality_dropout, dict) and sensor not in MODALITIES:
+                raise ValueError(f"fusion.modality_dropout names {sensor!r}; sensors are "
+                                 f"{list(MODALITIES)}")
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"fusion.modality_dropout ({sensor}) is a probability, got {p}")
         if not 0.0 <= self.modality_dropout_start < 1.0:
             raise ValueError("fusion.modality_dropout_start is a fraction of train.max_iters in "
                              f"[0, 1), got {self.modality_dropout_start}")

@@ -8,7 +8,7 @@ An encoder runs only if some frame uses its sensor; the fuser masks the rest per
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +41,8 @@ class FusionDetector(nn.Module):
         fuser: built ``AttentionFuser`` whose modalities match ``encoders``.
         head: built ``CenterHead``.
         image_size: (H, W) the camera encoder takes; other sizes are resized (img_aug updated).
-        modality_dropout: per-frame probability of dropping each sensor in training.
+        modality_dropout: per-frame probability of dropping each sensor in training: one for
+            every sensor, or a mapping sensor -> probability (unnamed sensors: 0).
         depth_weight: weight of the camera depth supervision from LiDAR (``loss_depth``); 0: off.
         test_flips: mirrored views ``predict`` averages with the frame itself ("x", "y", "xy";
             ``perception.models.tta``); empty: off.
@@ -49,7 +50,7 @@ class FusionDetector(nn.Module):
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
                  head: CenterHead, image_size: tuple[int, int] | None = None,
-                 modality_dropout: float = 0.0, depth_weight: float = 0.0,
+                 modality_dropout: float | Mapping[str, float] = 0.0, depth_weight: float = 0.0,
                  test_flips: Sequence[str] = ()):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
@@ -95,12 +96,20 @@ class FusionDetector(nn.Module):
             tokens = [batch.tokens[i] for i in torch.nonzero(empty).squeeze(1).tolist()]
             raise ValueError(f"frames {tokens} have none of the sensors {self.modalities} "
                              f"(requested {modalities})")
-        if self.training and self.modality_dropout > 0:
+        if self.training and bool((self._dropout_rates() > 0).any()):
             present = self._drop(present)
         return present
 
+    def _dropout_rates(self) -> Tensor:
+        """(M,) dropout probability of each built sensor (``modality_dropout`` may be changed
+        between iterations, e.g. by the trainer's ``modality_dropout_start``)."""
+        rate = self.modality_dropout
+        if isinstance(rate, Mapping):
+            return torch.tensor([float(rate.get(m, 0.0)) for m in self.modalities])
+        return torch.full((len(self.modalities),), float(rate))
+
     def _drop(self, present: Tensor) -> Tensor:
-        drop = torch.rand(present.shape) < self.modality_dropout
+        drop = torch.rand(present.shape) < self._dropout_rates()[None]
         kept = present & ~drop
         for i in torch.nonzero(~kept.any(1)).squeeze(1).tolist():
             # Everything dropped: keep one of the frame's sensors, chosen uniformly.

@@ -89,6 +89,42 @@ def test_modality_dropout_keeps_at_least_one_sensor(kit):
     assert (frac < 0.5).all() and (frac > 0.05).all()
 
 
+def test_modality_dropout_per_sensor(kit):
+    """A mapping gives each sensor its own rate (unnamed sensors: never dropped); equal rates
+    draw exactly what the single number draws."""
+    model = build_model(kit.tiny_config())
+    present = torch.ones(2000, 3, dtype=torch.bool)
+    model.modality_dropout = {"radar": 0.6}
+    torch.manual_seed(0)
+    kept = model._drop(present)
+    assert kept[:, :2].all()                      # camera, lidar: rate 0
+    assert 0.55 < 1 - kept[:, 2].float().mean() < 0.65
+    model.modality_dropout = 0.3
+    torch.manual_seed(1)
+    single = model._drop(present)
+    model.modality_dropout = {"camera": 0.3, "lidar": 0.3, "radar": 0.3}
+    torch.manual_seed(1)
+    assert torch.equal(model._drop(present), single)
+
+
+def test_modality_dropout_config():
+    """The YAML mapping and a --set override reach the model; unknown sensors and rates outside
+    [0, 1] are errors naming the field."""
+    path = CONFIGS / "synthetic" / "fusion.yaml"
+    cfg = load_config(path, ExperimentConfig,
+                      ["model.fusion.modality_dropout={camera: 0.2, lidar: 0.1, radar: 0.5}"])
+    assert cfg.model.fusion.modality_dropout == {"camera": 0.2, "lidar": 0.1, "radar": 0.5}
+    model = build_model(cfg.model)
+    assert model._dropout_rates().tolist() == pytest.approx([0.2, 0.1, 0.5])
+    assert build_model(load_config(path, ExperimentConfig).model)._dropout_rates().tolist() == \
+        pytest.approx([0.25] * 3)
+    with pytest.raises(ValueError, match="modality_dropout names 'sonar'"):
+        load_config(path, ExperimentConfig, ["model.fusion.modality_dropout={sonar: 0.5}"])
+    with pytest.raises(ValueError, match=r"modality_dropout \(radar\) is a probability"):
+        load_config(path, ExperimentConfig, ["model.fusion.modality_dropout={radar: 1.5}"])
+    with pytest.raises(ValueError, match=r"modality_dropout \(every sensor\) is a probability"):
+        load_config(path, ExperimentConfig, ["model.fusion.modality_dropout=-0.1"])
+
 def test_overfitting_two_frames_drives_the_loss_down(kit):
     torch.manual_seed(0)
     model = build_model(kit.tiny_config(("lidar", "radar"))).train()
