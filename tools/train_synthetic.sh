@@ -10,14 +10,21 @@
 # BF16=1 trains in bfloat16 autocast (`train.cpu_bf16`: ~1.5x faster on CPUs with native
 # bfloat16; docs/training.md, "bfloat16 on CPU").
 # Data: the default synthetic world (`perception synth --out data/synthetic/demo`, seed 0), its
-# mini_train split. Every run is resumable: running the script again continues each model from
-# its latest.pt.
+# mini_train split; DATA and VERSION pick another world (VERSION=v1.0-trainval trains on its
+# `train` split, e.g. a larger world from `perception synth --version v1.0-trainval --scenes
+# 40`). Every run is resumable: running the script again continues each model from its latest.pt.
 # docs/results.md has the measured metrics of the shipped models and the commands to evaluate them.
 set -euo pipefail
 ITERS=${1:-1600}
 LR=${2:-1.5e-3}
 ROOT=${3:-work_dirs/synthetic}
 DATA=${DATA:-data/synthetic/demo}
+VERSION=${VERSION:-v1.0-mini}
+case "$VERSION" in
+    v1.0-mini) SPLIT=mini_train ;;
+    v1.0-trainval) SPLIT=train ;;
+    *) echo "VERSION must be v1.0-mini or v1.0-trainval, got '$VERSION'" >&2; exit 2 ;;
+esac
 PERCEPTION=${PERCEPTION:-.venv/bin/perception}
 MODELS=${MODELS:-fusion camera_lidar lidar camera_radar camera}
 JOBS=${JOBS:-2}
@@ -29,15 +36,16 @@ train_one() {
     local name=$1 dir="$ROOT/$1" resume=""
     [ -f "$dir/latest.pt" ] && resume="--resume"
     "$PERCEPTION" train "configs/synthetic/$name.yaml" --work-dir "$dir" --dataroot "$DATA" \
-        --version v1.0-mini --threads 1 $resume --set train.max_iters="$ITERS" \
-        --set train.lr="$LR" --set train.seed="$SEED" --set train.checkpoint_interval=250 \
+        --version "$VERSION" --threads 1 $resume --set data.train_split="$SPLIT" \
+        --set train.max_iters="$ITERS" --set train.lr="$LR" --set train.seed="$SEED" \
+        --set train.checkpoint_interval=250 \
         --set data.num_workers=1 --set train.cpu_bf16="$([ "$BF16" = 1 ] && echo true || echo false)" \
         >> "$ROOT/$name.log" 2>&1 || { echo "$name: training stopped, see $ROOT/$name.log" >&2; return 1; }
     "$PERCEPTION" export "$dir/latest.pt" --out "$ROOT/synthetic_$name.pt" >> "$ROOT/$name.log" 2>&1
     echo "$name: done ($(date -u +%H:%M:%S))"
 }
 export -f train_one
-export ROOT DATA PERCEPTION ITERS LR SEED BF16
+export ROOT DATA VERSION SPLIT PERCEPTION ITERS LR SEED BF16
 
 # The GT-paste database depends on the training split only: build it once, share it.
 if [ -f "$ROOT/gt_database.pt" ]; then
