@@ -125,6 +125,7 @@ def test_modality_dropout_config():
     with pytest.raises(ValueError, match=r"modality_dropout \(every sensor\) is a probability"):
         load_config(path, ExperimentConfig, ["model.fusion.modality_dropout=-0.1"])
 
+
 def test_overfitting_two_frames_drives_the_loss_down(kit):
     torch.manual_seed(0)
     model = build_model(kit.tiny_config(("lidar", "radar"))).train()
