@@ -154,12 +154,15 @@ class FusionConfig:
     modality_dropout_start: float = 0.0
 
     def __post_init__(self):
-        rates = (self.modality_dropout if isinstance(self.modality_dropout, dict)
-                 else {"every sensor": self.modality_dropout})
+        rates = self.modality_dropout
+        if isinstance(rates, dict):
+            unknown = sorted(set(rates) - set(MODALITIES))
+            if unknown:
+                raise ValueError(f"fusion.modality_dropout names unknown sensors {unknown}; "
+                                 f"sensors are {list(MODALITIES)}")
+        else:
+            rates = {"every sensor": rates}
         for sensor, p in rates.items():
-            if isinstance(self.modality_dropout, dict) and sensor not in MODALITIES:
-                raise ValueError(f"fusion.modality_dropout names {sensor!r}; sensors are "
-                                 f"{list(MODALITIES)}")
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"fusion.modality_dropout ({sensor}) is a probability, got {p}")
         if not 0.0 <= self.modality_dropout_start < 1.0:

@@ -118,7 +118,7 @@ def test_modality_dropout_config():
     assert model._dropout_rates().tolist() == pytest.approx([0.2, 0.1, 0.5])
     assert build_model(load_config(path, ExperimentConfig).model)._dropout_rates().tolist() == \
         pytest.approx([0.25] * 3)
-    with pytest.raises(ValueError, match="modality_dropout names 'sonar'"):
+    with pytest.raises(ValueError, match=r"modality_dropout names unknown sensors \['sonar'\]"):
         load_config(path, ExperimentConfig, ["model.fusion.modality_dropout={sonar: 0.5}"])
     with pytest.raises(ValueError, match=r"modality_dropout \(radar\) is a probability"):
         load_config(path, ExperimentConfig, ["model.fusion.modality_dropout={radar: 1.5}"])
