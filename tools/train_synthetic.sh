@@ -12,7 +12,8 @@
 # Data: the default synthetic world (`perception synth --out data/synthetic/demo`, seed 0), its
 # mini_train split; DATA and VERSION pick another world (VERSION=v1.0-trainval trains on its
 # `train` split, e.g. a larger world from `perception synth --version v1.0-trainval --scenes
-# 40`). Every run is resumable: running the script again continues each model from its latest.pt.
+# 40`). CONFIGS (default configs/synthetic) reads the five configs from another folder, to try
+# a recipe change on the whole set before it goes into configs/. Every run is resumable: running the script again continues each model from its latest.pt.
 # docs/results.md has the measured metrics of the shipped models and the commands to evaluate them.
 set -euo pipefail
 ITERS=${1:-1600}
@@ -26,6 +27,7 @@ case "$VERSION" in
     *) echo "VERSION must be v1.0-mini or v1.0-trainval, got '$VERSION'" >&2; exit 2 ;;
 esac
 PERCEPTION=${PERCEPTION:-.venv/bin/perception}
+CONFIGS=${CONFIGS:-configs/synthetic}
 MODELS=${MODELS:-fusion camera_lidar lidar camera_radar camera}
 JOBS=${JOBS:-2}
 SEED=${SEED:-0}
@@ -35,7 +37,7 @@ mkdir -p "$ROOT"
 train_one() {
     local name=$1 dir="$ROOT/$1" resume=""
     [ -f "$dir/latest.pt" ] && resume="--resume"
-    "$PERCEPTION" train "configs/synthetic/$name.yaml" --work-dir "$dir" --dataroot "$DATA" \
+    "$PERCEPTION" train "$CONFIGS/$name.yaml" --work-dir "$dir" --dataroot "$DATA" \
         --version "$VERSION" --threads 1 $resume --set data.train_split="$SPLIT" \
         --set train.max_iters="$ITERS" --set train.lr="$LR" --set train.seed="$SEED" \
         --set train.checkpoint_interval=250 \
@@ -45,7 +47,7 @@ train_one() {
     echo "$name: done ($(date -u +%H:%M:%S))"
 }
 export -f train_one
-export ROOT DATA VERSION SPLIT PERCEPTION ITERS LR SEED BF16
+export ROOT DATA VERSION SPLIT PERCEPTION CONFIGS ITERS LR SEED BF16
 
 # The GT-paste database depends on the training split only: build it once, share it.
 if [ -f "$ROOT/gt_database.pt" ]; then
