@@ -114,6 +114,9 @@ class RadarConfig:
         out_channels: channels of the radar BEV map (the raw velocity/count channels included).
         max_abs_velocity: m/s; velocities are divided by it (a scale, not a clip).
         rcs_scale, time_lag_scale: factors on the RCS (dBsm) and time lag (s) inputs.
+        refine_velocity: after decoding, set each vehicle's velocity (and front/back heading)
+            from the Doppler of its radar returns (``perception.models.radar.velocity``; no
+            weights, so it can be switched on or off for a trained model).
     The defaults bring every input to order 1 (RCS std ~7 dBsm -> ~0.7, velocities up to
     ~15 m/s -> ~3, lags up to ~0.5 s -> ~1): with RCS raw beside velocities / 20 (std ~0.15) the
     per-point MLP learned from RCS long before velocity could count (docs/results.md).
@@ -125,6 +128,7 @@ class RadarConfig:
     max_abs_velocity: float = 5.0
     rcs_scale: float = 0.1
     time_lag_scale: float = 2.0
+    refine_velocity: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from perception.models.heads import CenterHead
 from perception.models.lidar import HeightCollapse, LidarEncoder, SparseBackbone3D
 from perception.models.outputs import BEVFeatures, DetectorOutput
 from perception.models.radar import RadarEncoder
+from perception.models.radar.velocity import refine_velocity
 from perception.models.tta import flip_batch, merge_heads, unflip_heads
 from perception.structures.batch import Batch
 from perception.structures.grid import BEVGrid
@@ -46,12 +47,15 @@ class FusionDetector(nn.Module):
         depth_weight: weight of the camera depth supervision from LiDAR (``loss_depth``); 0: off.
         test_flips: mirrored views ``predict`` averages with the frame itself ("x", "y", "xy";
             ``perception.models.tta``); empty: off.
+        refine_velocity: ``predict`` replaces the velocity (and front/back heading) of each
+            vehicle by what its radar returns measure, in frames that use radar
+            (``perception.models.radar.velocity``).
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
                  head: CenterHead, image_size: tuple[int, int] | None = None,
                  modality_dropout: float | Mapping[str, float] = 0.0, depth_weight: float = 0.0,
-                 test_flips: Sequence[str] = ()):
+                 test_flips: Sequence[str] = (), refine_velocity: bool = False):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -67,6 +71,7 @@ class FusionDetector(nn.Module):
         self.modality_dropout = modality_dropout
         self.depth_weight = depth_weight if "camera" in self.modalities else 0.0
         self.test_flips = check_flips(test_flips, grid)
+        self.refine_velocity = refine_velocity
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
@@ -187,11 +192,18 @@ class FusionDetector(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            views = [self.forward(batch, modalities=modalities).heads]
+            first = self.forward(batch, modalities=modalities)
+            views = [first.heads]
             for flip in self.test_flips:
                 heads = self.forward(flip_batch(batch, flip), modalities=modalities).heads
                 views.append(unflip_heads(heads, flip))
-            return self.head.decode(merge_heads(views))
+            dets = self.head.decode(merge_heads(views))
+            if self.refine_velocity and "radar" in self.modalities:
+                used = first.present[:, self.modalities.index("radar")].tolist()
+                dets = [refine_velocity(d, batch.radar_points[i], batch.radar_fields,
+                                        self.head.classes) if used[i] else d
+                        for i, d in enumerate(dets)]
+            return dets
         finally:
             self.train(was_training)
 
@@ -252,4 +264,5 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
     return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
                           image_size=cfg.camera.image_size if "camera" in encoders else None,
                           modality_dropout=f.modality_dropout,
-                          depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips)
+                          depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips,
+                          refine_velocity=cfg.radar.refine_velocity)

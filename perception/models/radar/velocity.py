@@ -1,0 +1,125 @@
+"""Radar velocity refinement: each detected vehicle's speed from the Doppler of its radar returns.
+
+A radar return measures one number about the object it hit: the radial component of its
+velocity, ``r = v . u`` (``u`` the unit vector from the sensor to the return; the ego motion is
+already compensated in ``vx_comp, vy_comp = r * u``). One return cannot give a 2D velocity, but a
+vehicle moves along its heading ``h``: ``v = s * h``, so each return gives its own estimate of
+the signed speed, ``s = r / (h . u)``, well conditioned where the line of sight is within ~60
+degrees of the heading (traffic ahead, behind, oncoming, turning in front). The largest group
+of agreeing estimates among a box's moving returns is robust to the static clutter and to the
+neighbours' returns that fall inside it.
+
+The network already reads radar velocity (``RadarEncoder`` passes it to the BEV map), but at the
+budgets we train it learns speed late and weakly (docs/training.md, "Why velocity and heading
+still lag"): it predicts moving trucks at a few percent of their speed. This step is plain
+measurement, no learning, and runs after decoding in ``FusionDetector.predict`` when the model
+has radar and the frame uses it (``model.radar.refine_velocity``).
+
+It also settles the front/back ambiguity of a heading: a vehicle whose measured speed along its
+predicted heading is clearly negative is driving the other way, so its yaw turns by pi (vehicles
+drive forwards; the velocity vector itself is unchanged by the turn).
+
+Boxes it cannot measure (fewer than ``min_returns`` agreeing moving returns with a line of sight
+close enough to the heading) keep the network's velocity and heading.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from perception.structures.boxes import Boxes3D
+from perception.structures.instances import Detections
+
+# Classes that move along their heading (and forwards): the ones refined.
+VEHICLE_CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "motorcycle",
+                   "bicycle")
+
+
+def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
+                    classes: Sequence[str], *, margin: float = 0.5, min_returns: int = 2,
+                    min_cos: float = 0.5, moving_speed: float = 0.5, agree: float = 1.0,
+                    flip_speed: float = 1.0) -> Detections:
+    """Velocities (and headings) of ``dets``' vehicles from the radar returns inside their boxes.
+
+    A box is measured from its *moving* returns only: the static world (road, kerbs, clutter)
+    returns ~0 everywhere, inside a moving car's footprint too, so static returns say nothing
+    about the box. Among the moving returns the largest group that agrees within ``agree`` m/s
+    wins (a neighbour in the next lane brings its own group); a tie goes to the group nearest
+    the network's own speed. A box with no such group keeps the network's velocity.
+
+    Args:
+        dets: one frame's detections (ego frame).
+        points: (R, C) the frame's radar returns (ego frame), columns named by ``fields``, which
+            must include x, y, vx_comp, vy_comp (and may include time_lag: an older return of a
+            moving object lies ``speed * time_lag`` behind it, which is undone before testing
+            whether it falls in the box).
+        classes: class names of ``dets.labels``.
+        margin: metres added around each box when collecting returns.
+        min_returns: agreeing moving returns needed to measure a box.
+        min_cos: a return is used only if its line of sight is within ``acos(min_cos)`` of the
+            heading (else ``r / cos`` amplifies its noise).
+        moving_speed: m/s; returns with a smaller radial speed count as static.
+        agree: m/s; the width of a group of returns that measure the same speed.
+        flip_speed: m/s; a measured speed below ``-flip_speed`` turns the box's yaw by pi.
+    Returns:
+        Detections with the refined boxes (same order, scores, labels, attributes).
+    """
+    missing = [f for f in ("x", "y", "vx_comp", "vy_comp") if f not in fields]
+    if missing:
+        raise ValueError(f"radar points lack fields {missing} (have {tuple(fields)})")
+    vehicle = torch.tensor([c in VEHICLE_CLASSES for c in classes], dtype=torch.bool)
+    sel = torch.nonzero(vehicle[dets.labels.cpu()]).squeeze(1)
+    if len(sel) == 0 or len(points) == 0:
+        return dets
+    boxes = dets.boxes.tensor
+    pts = points.to(boxes.device, torch.float32)
+    xy = pts[:, [fields.index("x"), fields.index("y")]]
+    comp = pts[:, [fields.index("vx_comp"), fields.index("vy_comp")]]
+    lag = (pts[:, fields.index("time_lag")].clamp(min=0) if "time_lag" in fields
+           else torch.zeros(len(pts)))
+    # Line of sight: the direction of the Doppler vector (parallel to the sensor-to-return ray),
+    # pointing away from the ego; the signed radial speed along it.
+    speed = comp.norm(dim=1)
+    moving = speed >= moving_speed
+    ray = comp[moving] / speed[moving, None]
+    ray = ray * torch.where((ray * xy[moving]).sum(1) < 0, -1.0, 1.0)[:, None]
+    radial = (comp[moving] * ray).sum(1)
+    xy, lag = xy[moving], lag[moving]
+    if len(xy) == 0:
+        return dets
+
+    b = boxes[sel].float()
+    heading = torch.stack([torch.cos(b[:, 6]), torch.sin(b[:, 6])], 1)          # (N, 2)
+    cos = heading @ ray.T                                                      # (N, R)
+    usable = cos.abs() >= min_cos
+    estimate = radial[None] / torch.where(usable, cos, torch.ones_like(cos))   # (N, R) speed
+    d = xy[None] - b[:, None, :2]
+    # Undo the motion since the return was taken: it lies estimate * lag behind the box.
+    along = (d * heading[:, None]).sum(-1) + estimate * lag[None]
+    across = d[..., 0] * -heading[:, None, 1] + d[..., 1] * heading[:, None, 0]
+    inside = (usable & (along.abs() <= b[:, 3:4] / 2 + margin)
+              & (across.abs() <= b[:, 4:5] / 2 + margin))
+    # A return inside several boxes belongs to the nearest centre.
+    dist = torch.where(inside, d.norm(dim=-1), torch.full_like(along, math.inf))
+    inside &= torch.zeros_like(inside).scatter_(0, dist.argmin(0)[None], True)
+
+    out = boxes.clone()
+    own = (b[:, 7:9] * heading).sum(1)                                         # network speed
+    for j in torch.nonzero(inside.sum(1) >= min_returns).squeeze(1).tolist():
+        s_j = estimate[j][inside[j]]
+        support = ((s_j[:, None] - s_j[None]).abs() <= agree).sum(1)
+        best = support == support.max()
+        centre = s_j[best][(s_j[best] - own[j]).abs().argmin()]
+        group = s_j[(s_j - centre).abs() <= agree]
+        if len(group) < min_returns:
+            continue
+        s = group.median()
+        row = sel[j]
+        out[row, 7:9] = (s * heading[j]).to(out.dtype)
+        if s < -flip_speed:
+            out[row, 6] = torch.remainder(out[row, 6] + 2 * math.pi, 2 * math.pi) - math.pi  # + pi
+    return replace(dets, boxes=Boxes3D(out))
