@@ -13,7 +13,7 @@ from perception.models.radar.velocity import refine_velocity
 from perception.structures import Boxes3D
 from perception.structures.frame import RADAR_FIELDS
 from perception.structures.instances import Detections
-from perception.structures.labels import DETECTION_CLASSES
+from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
 
 CAR, PED = DETECTION_CLASSES.index("car"), DETECTION_CLASSES.index("pedestrian")
 
@@ -45,11 +45,12 @@ def clutter(centre, n, seed=1):
     return rows
 
 
-def dets(*boxes, labels=None):
+def dets(*boxes, labels=None, attribute="vehicle.parked"):
     """Detections from (x, y, yaw, vx, vy) tuples: 4.5 x 1.9 x 1.6 m boxes."""
     t = torch.tensor([[x, y, 0.0, 4.5, 1.9, 1.6, yaw, vx, vy] for x, y, yaw, vx, vy in boxes])
     labels = torch.tensor(labels if labels is not None else [CAR] * len(boxes))
-    return Detections(Boxes3D(t), torch.full((len(t),), 0.9), labels)
+    attrs = torch.full((len(t),), ATTRIBUTE_NAMES.index(attribute))
+    return Detections(Boxes3D(t), torch.full((len(t),), 0.9), labels, attrs)
 
 
 def refine(d, pts, **kw):
@@ -64,7 +65,9 @@ def test_a_car_ahead_gets_its_speed_from_its_returns_despite_clutter():
     torch.testing.assert_close(out.boxes.tensor[0, 7:9], torch.tensor([10.0, 0.0]), atol=0.05,
                                rtol=0)
     torch.testing.assert_close(out.boxes.tensor[0, :7], d.boxes.tensor[0, :7])
-    assert out.scores is d.scores or torch.equal(out.scores, d.scores)
+    assert torch.equal(out.scores, d.scores) and torch.equal(out.labels, d.labels)
+    # Measured moving: the attribute says so (it was parked).
+    assert ATTRIBUTE_NAMES[int(out.attributes[0])] == "vehicle.moving"
 
 
 def test_a_heading_predicted_backwards_is_turned_round():
@@ -87,6 +90,7 @@ def test_a_parked_car_in_clutter_keeps_the_network_velocity():
     d = dets((15.0, 5.0, 0.1, 0.4, 0.0))
     out = refine(d, clutter((15.0, 5.0), 30))
     torch.testing.assert_close(out.boxes.tensor, d.boxes.tensor)
+    assert torch.equal(out.attributes, d.attributes)
 
 
 def test_the_larger_group_wins_over_a_neighbours_returns():

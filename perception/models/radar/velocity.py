@@ -17,7 +17,8 @@ has radar and the frame uses it (``model.radar.refine_velocity``).
 
 It also settles the front/back ambiguity of a heading: a vehicle whose measured speed along its
 predicted heading is clearly negative is driving the other way, so its yaw turns by pi (vehicles
-drive forwards; the velocity vector itself is unchanged by the turn).
+drive forwards; the velocity vector itself is unchanged by the turn). And a box measured as
+moving gets the attribute that says so (vehicle.moving, cycle.with_rider).
 
 Boxes it cannot measure (fewer than ``min_returns`` agreeing moving returns with a line of sight
 close enough to the heading) keep the network's velocity and heading.
@@ -33,10 +34,14 @@ from torch import Tensor
 
 from perception.structures.boxes import Boxes3D
 from perception.structures.instances import Detections
+from perception.structures.labels import ATTRIBUTE_NAMES
 
 # Classes that move along their heading (and forwards): the ones refined.
 VEHICLE_CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "motorcycle",
                    "bicycle")
+# The attribute a box measured as moving gets (a moving cycle has a rider).
+_MOVING_ATTRIBUTE = {c: ATTRIBUTE_NAMES.index("cycle.with_rider" if c in ("motorcycle", "bicycle")
+                                              else "vehicle.moving") for c in VEHICLE_CLASSES}
 
 
 def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
@@ -64,9 +69,11 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
             heading (else ``r / cos`` amplifies its noise).
         moving_speed: m/s; returns with a smaller radial speed count as static.
         agree: m/s; the width of a group of returns that measure the same speed.
-        flip_speed: m/s; a measured speed below ``-flip_speed`` turns the box's yaw by pi.
+        flip_speed: m/s; a measured speed below ``-flip_speed`` turns the box's yaw by pi, and a
+            measured speed above it in magnitude sets the moving attribute (when ``dets`` has
+            attributes).
     Returns:
-        Detections with the refined boxes (same order, scores, labels, attributes).
+        Detections with the refined boxes and attributes (same order, scores, labels).
     """
     missing = [f for f in ("x", "y", "vx_comp", "vy_comp") if f not in fields]
     if missing:
@@ -108,6 +115,7 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
     inside &= torch.zeros_like(inside).scatter_(0, dist.argmin(0)[None], True)
 
     out = boxes.clone()
+    attrs = None if dets.attributes is None else dets.attributes.clone()
     own = (b[:, 7:9] * heading).sum(1)                                         # network speed
     for j in torch.nonzero(inside.sum(1) >= min_returns).squeeze(1).tolist():
         s_j = estimate[j][inside[j]]
@@ -122,4 +130,6 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
         out[row, 7:9] = (s * heading[j]).to(out.dtype)
         if s < -flip_speed:
             out[row, 6] = torch.remainder(out[row, 6] + 2 * math.pi, 2 * math.pi) - math.pi  # + pi
-    return replace(dets, boxes=Boxes3D(out))
+        if attrs is not None and s.abs() > flip_speed:
+            attrs[row] = _MOVING_ATTRIBUTE[classes[int(dets.labels[row])]]
+    return replace(dets, boxes=Boxes3D(out), attributes=attrs)
