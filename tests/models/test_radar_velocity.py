@@ -1,6 +1,7 @@
-"""Radar velocity refinement (perception/models/radar/velocity.py) on hand-built scenes whose
-radar returns follow the measurement model: compensated Doppler = (v . u) u along the line of
-sight u from the ego, plus static clutter (0 m/s) everywhere; and on the real scene-0916 with its ground truth."""
+"""Radar velocity refinement (perception/models/radar/velocity.py): on hand-built scenes whose
+radar returns follow the measurement model (compensated Doppler = (v . u) u along the line of
+sight u from the ego, plus static clutter near 0 m/s everywhere), and on the real scene-0916
+with its ground truth."""
 import math
 from dataclasses import replace
 
