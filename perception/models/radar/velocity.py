@@ -21,7 +21,11 @@ drive forwards; the velocity vector itself is unchanged by the turn). And a box 
 moving gets the attribute that says so (vehicle.moving, cycle.with_rider).
 
 Boxes it cannot measure (fewer than ``min_returns`` agreeing moving returns with a line of sight
-close enough to the heading) keep the network's velocity and heading.
+close enough to the heading) keep the network's velocity and heading. The known failure: a
+parked vehicle's box that catches the returns of a neighbour driving close alongside takes the
+neighbour's speed (seen on a few trailers and construction vehicles of the 7-scene val set;
+requiring the moving returns to outnumber the box's static ones, or a tighter side margin,
+cost more on moving cars than it saved there: docs/results.md).
 """
 from __future__ import annotations
 
@@ -96,7 +100,8 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
     pts = points.to(boxes.device, torch.float32)
     xy = pts[:, [fields.index("x"), fields.index("y")]]
     comp = pts[:, [fields.index("vx_comp"), fields.index("vy_comp")]]
-    lag = (pts[:, fields.index("time_lag")].clamp(min=0) if "time_lag" in fields
+    # Signed: a radar sweep may end a few ms after the sample's reference time (negative lag).
+    lag = (pts[:, fields.index("time_lag")] if "time_lag" in fields
            else torch.zeros(len(pts)))
     # Line of sight: the direction of the Doppler vector (parallel to the sensor-to-return ray),
     # pointing away from the ego; the signed radial speed along it.
