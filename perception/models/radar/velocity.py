@@ -93,7 +93,7 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
     if missing:
         raise ValueError(f"radar points lack fields {missing} (have {tuple(fields)})")
     vehicle = torch.tensor([c in VEHICLE_CLASSES for c in classes], dtype=torch.bool)
-    sel = torch.nonzero(vehicle[dets.labels.cpu()]).squeeze(1)
+    sel = torch.nonzero(vehicle[dets.labels.cpu()]).squeeze(1).to(dets.boxes.tensor.device)
     if len(sel) == 0 or len(points) == 0:
         return dets
     boxes = dets.boxes.tensor
@@ -102,14 +102,14 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
     comp = pts[:, [fields.index("vx_comp"), fields.index("vy_comp")]]
     # Signed: a radar sweep may end a few ms after the sample's reference time (negative lag).
     lag = (pts[:, fields.index("time_lag")] if "time_lag" in fields
-           else torch.zeros(len(pts)))
+           else pts.new_zeros(len(pts)))
     # Line of sight: the direction of the Doppler vector (parallel to the sensor-to-return ray),
     # pointing away from the ego; the signed radial speed along it.
     speed = comp.norm(dim=1)
     moving = speed >= moving_speed
     if "dyn_prop" in fields:
         state = pts[:, fields.index("dyn_prop")].round().long()
-        moving &= torch.isin(state, torch.tensor(tuple(moving_states), dtype=torch.long))
+        moving &= torch.isin(state, torch.tensor(tuple(moving_states), device=state.device))
     ray = comp[moving] / speed[moving, None]
     ray = ray * torch.where((ray * xy[moving]).sum(1) < 0, -1.0, 1.0)[:, None]
     radial = (comp[moving] * ray).sum(1)
