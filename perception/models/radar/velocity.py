@@ -22,10 +22,11 @@ moving gets the attribute that says so (vehicle.moving, cycle.with_rider).
 
 Boxes it cannot measure (fewer than ``min_returns`` agreeing moving returns with a line of sight
 close enough to the heading) keep the network's velocity and heading. The known failure: a
-parked vehicle's box that catches the returns of a neighbour driving close alongside takes the
-neighbour's speed (seen on a few trailers and construction vehicles of the 7-scene val set;
-requiring the moving returns to outnumber the box's static ones, or a tighter side margin,
-cost more on moving cars than it saved there: docs/results.md).
+parked vehicle's box that catches two agreeing moving returns not its own (a neighbour driving
+close alongside, a multipath ghost seen twice in one sweep) takes their speed. Seen on a few
+trailers and construction vehicles of the 7-scene val set; the guards tried (the moving returns
+must outnumber the box's static ones, a tighter side margin, three returns instead of two) cost
+more on moving cars than they saved there (docs/results.md).
 """
 from __future__ import annotations
 
