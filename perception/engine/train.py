@@ -43,10 +43,12 @@ from perception.engine.checkpoint import (
     set_rng_state,
 )
 from perception.engine.logging import CSVLog, Progress
+from perception.models.config import INFERENCE_ONLY
 
 # Config keys a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = ("data.root", "data.num_workers", "train.checkpoint_interval",
-                     "train.keep_checkpoints", "train.log_interval")
+                     "train.keep_checkpoints", "train.log_interval",
+                     *(f"model.{k}" for k in INFERENCE_ONLY))
 
 
 @dataclass

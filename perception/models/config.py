@@ -14,6 +14,10 @@ from perception.structures.labels import DETECTION_CLASSES
 
 MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar")
 FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_flips)
+# ModelConfig fields that only change what ``predict`` does after training (no weights, no
+# effect on the loss): a resumed run may change them, and a checkpoint trained with other values
+# is still the model its config describes.
+INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity")
 
 
 def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:

@@ -195,6 +195,11 @@ def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):
     data["model"]["fusion"]["modality_dropout_start"] = 0.5
     with pytest.raises(ValueError, match="model.fusion.modality_dropout_start"):
         train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
+    # What only predict() reads may change (here on a run that has already ended).
+    data["model"]["fusion"]["modality_dropout_start"] = 0.0
+    data["model"].setdefault("radar", {})["refine_velocity"] = True
+    assert train(ekit.make_config(data), tmp_path, resume=True, progress=False,
+                 nusc=nusc).iteration == 1
 
 
 def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
