@@ -25,8 +25,8 @@ close enough to the heading) keep the network's velocity and heading. The known 
 parked vehicle's box that catches two agreeing moving returns not its own (a neighbour driving
 close alongside, a multipath ghost seen twice in one sweep) takes their speed. Seen on a few
 trailers and construction vehicles of the 7-scene val set; the guards tried (the moving returns
-must outnumber the box's static ones, a tighter side margin, three returns instead of two) cost
-more on moving cars than they saved there (docs/results.md).
+must outnumber the box's static ones, a tighter side margin, three returns instead of two, two
+sweeps or sensors) cost more on moving cars than they saved there (docs/results.md).
 """
 from __future__ import annotations
 
