@@ -30,16 +30,19 @@ import torch
 from torch import Tensor
 
 from perception.structures.instances import Detections
-from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
+from perception.structures.labels import (
+    ATTRIBUTE_NAMES,
+    CYCLE_CLASSES,
+    DETECTION_CLASSES,
+    VEHICLE_CLASSES,
+    attribute_prefix,
+)
 
 # The devkit caps a sample at 500 boxes (load_prediction asserts it).
 MAX_BOXES_PER_SAMPLE = 500
 # Below this speed (m/s) an object is taken as standing still: the velocity head's error on
 # static objects is of this order.
 MOVING_SPEED = 0.2
-
-_VEHICLES = ("car", "truck", "bus", "trailer", "construction_vehicle")
-_CYCLES = ("motorcycle", "bicycle")
 
 
 def default_attribute(name: str, speed: float) -> str:
@@ -49,30 +52,20 @@ def default_attribute(name: str, speed: float) -> str:
     the road); pedestrians: moving / standing; cycles: with rider / without rider.
     """
     moving = math.isfinite(speed) and speed > MOVING_SPEED
-    if name in _VEHICLES:
+    if name in VEHICLE_CLASSES:
         if moving:
             return "vehicle.moving"
         return "vehicle.stopped" if name == "bus" else "vehicle.parked"
     if name == "pedestrian":
         return "pedestrian.moving" if moving else "pedestrian.standing"
-    if name in _CYCLES:
+    if name in CYCLE_CLASSES:
         return "cycle.with_rider" if moving else "cycle.without_rider"
     return ""
 
 
-def _attribute_prefix(name: str) -> str | None:
-    if name in _VEHICLES:
-        return "vehicle."
-    if name == "pedestrian":
-        return "pedestrian."
-    if name in _CYCLES:
-        return "cycle."
-    return None
-
-
 def attribute_name(name: str, predicted: int, speed: float) -> str:
     """The predicted attribute index if it is valid for class ``name``, else the default."""
-    prefix = _attribute_prefix(name)
+    prefix = attribute_prefix(name)
     if prefix is None:
         return ""
     if 0 <= predicted < len(ATTRIBUTE_NAMES) and ATTRIBUTE_NAMES[predicted].startswith(prefix):

@@ -17,6 +17,19 @@ ATTRIBUTE_NAMES: tuple[str, ...] = (
     "vehicle.moving", "vehicle.parked", "vehicle.stopped",
 )
 NO_ATTRIBUTE = -1
+# The classes that carry vehicle.* and cycle.* attributes (pedestrian carries pedestrian.*; cones
+# and barriers none): also the classes that move along their heading.
+VEHICLE_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "trailer", "construction_vehicle")
+CYCLE_CLASSES: tuple[str, ...] = ("motorcycle", "bicycle")
+
+
+def attribute_prefix(name: str) -> str | None:
+    """The attribute family a class may carry ("vehicle.", "cycle.", "pedestrian."), or None."""
+    if name in VEHICLE_CLASSES:
+        return "vehicle."
+    if name in CYCLE_CLASSES:
+        return "cycle."
+    return "pedestrian." if name == "pedestrian" else None
 # nuScenes visibility tokens "1".."4" = 0-40 %, 40-60 %, 60-80 %, 80-100 % of the object visible
 # across the 6 cameras; 0 stands for an empty token.
 VISIBILITY_LEVELS: tuple[str, ...] = ("unknown", "v0-40", "v40-60", "v60-80", "v80-100")

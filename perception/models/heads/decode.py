@@ -11,22 +11,15 @@ from perception.ops.nms import circle_nms
 from perception.structures.boxes import Boxes3D
 from perception.structures.grid import BEVGrid
 from perception.structures.instances import Detections
-from perception.structures.labels import ATTRIBUTE_NAMES
-
-# Which attributes a class can carry (the devkit scores attributes only within these); cones and
-# barriers have none and always get -1.
-_ATTRIBUTE_PREFIX = {
-    "car": "vehicle.", "truck": "vehicle.", "bus": "vehicle.", "trailer": "vehicle.",
-    "construction_vehicle": "vehicle.", "pedestrian": "pedestrian.", "motorcycle": "cycle.",
-    "bicycle": "cycle.",
-}
+from perception.structures.labels import ATTRIBUTE_NAMES, attribute_prefix
 
 
 def attribute_mask(classes: tuple[str, ...]) -> Tensor:
-    """(num_classes, 8) bool: attributes allowed per class."""
+    """(num_classes, 8) bool: attributes allowed per class (the devkit scores attributes only
+    within these); cones and barriers have none and always get -1."""
     m = torch.zeros(len(classes), len(ATTRIBUTE_NAMES), dtype=torch.bool)
     for i, c in enumerate(classes):
-        prefix = _ATTRIBUTE_PREFIX.get(c)
+        prefix = attribute_prefix(c)
         if prefix:
             m[i] = torch.tensor([a.startswith(prefix) for a in ATTRIBUTE_NAMES])
     return m

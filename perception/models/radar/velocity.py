@@ -39,11 +39,15 @@ from torch import Tensor
 
 from perception.structures.boxes import Boxes3D
 from perception.structures.instances import Detections
-from perception.structures.labels import ATTRIBUTE_NAMES
+from perception.structures.labels import (
+    ATTRIBUTE_NAMES,
+    CYCLE_CLASSES,
+    VEHICLE_CLASSES,
+    attribute_prefix,
+)
 
 # Classes that move along their heading (and forwards): the ones refined.
-VEHICLE_CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "motorcycle",
-                   "bicycle")
+REFINED_CLASSES = VEHICLE_CLASSES + CYCLE_CLASSES
 # The radar's own dynamic property (nuScenes ``dyn_prop``) of returns that may measure a moving
 # object: 0 moving, 2 oncoming, 6 crossing moving. Measured on the real scene-0916 (every second
 # keyframe, one sweep): of the returns with |Doppler| >= 1 m/s inside *static* boxes, 77 of 80
@@ -52,8 +56,8 @@ VEHICLE_CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "mo
 # were "measured" at 0.9-4 m/s.
 MOVING_STATES = (0, 2, 6)
 # The attribute a box measured as moving gets (a moving cycle has a rider).
-_MOVING_ATTRIBUTE = {c: ATTRIBUTE_NAMES.index("cycle.with_rider" if c in ("motorcycle", "bicycle")
-                                              else "vehicle.moving") for c in VEHICLE_CLASSES}
+_MOVING = {"vehicle.": ATTRIBUTE_NAMES.index("vehicle.moving"),
+           "cycle.": ATTRIBUTE_NAMES.index("cycle.with_rider")}
 
 
 def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
@@ -93,7 +97,7 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
     missing = [f for f in ("x", "y", "vx_comp", "vy_comp") if f not in fields]
     if missing:
         raise ValueError(f"radar points lack fields {missing} (have {tuple(fields)})")
-    vehicle = torch.tensor([c in VEHICLE_CLASSES for c in classes], dtype=torch.bool)
+    vehicle = torch.tensor([c in REFINED_CLASSES for c in classes], dtype=torch.bool)
     sel = torch.nonzero(vehicle[dets.labels.cpu()]).squeeze(1).to(dets.boxes.tensor.device)
     if len(sel) == 0 or len(points) == 0:
         return dets
@@ -150,5 +154,5 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
         if s < -flip_speed:
             out[row, 6] = torch.remainder(out[row, 6] + 2 * math.pi, 2 * math.pi) - math.pi  # + pi
         if attrs is not None and s.abs() > flip_speed:
-            attrs[row] = _MOVING_ATTRIBUTE[classes[int(dets.labels[row])]]
+            attrs[row] = _MOVING[attribute_prefix(classes[int(dets.labels[row])])]
     return replace(dets, boxes=Boxes3D(out), attributes=attrs)
