@@ -336,6 +336,8 @@ def bench_end_to_end(device: str, repeats: int, frames_dir: str | None = None) -
             out[name] = stage_latency(cfg, root, device, repeats=max(1, min(repeats, 5)),
                                       batch=batch)
             out[name]["config"] = f"configs/{rel}"
+            print(f"bench end_to_end {name}: {out[name]['total_ms']:.1f} ms/frame "
+                  f"(first call {out[name]['first_call_ms']:.0f} ms)", flush=True)
     return out
 
 
@@ -371,6 +373,10 @@ def run_bench(device: str = "cpu", only: list[str] | str | None = None,
               frames_dir: str | None = None) -> dict:
     """Run the selected benchmarks; print a table; optionally write JSON.
 
+    Each entry's result is printed, and the JSON rewritten, as soon as that entry finishes, so a
+    run stopped part-way (a time limit on a lent GPU) keeps what it measured. An entry that
+    raises is recorded as ``{"error": "Type: message"}`` and the others still run.
+
     Args:
         device: "cpu" or "cuda".
         only: names from ``BENCHES`` (a list, or a comma-separated string); None runs all.
@@ -378,7 +384,7 @@ def run_bench(device: str = "cpu", only: list[str] | str | None = None,
         repeats: timed repeats per measurement (baselines that take seconds use at most 3).
         frames_dir: end_to_end inputs saved by ``save_end_to_end_frames`` (None: make them).
     Returns:
-        {"machine": {...}, name: {"ours_ms", "baseline_ms", ...}, ...}
+        {"machine": {...}, name: {"ours_ms", "baseline_ms", ...} or {"error": ...}, ...}
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked, but torch sees no CUDA GPU")
@@ -390,12 +396,23 @@ def run_bench(device: str = "cpu", only: list[str] | str | None = None,
     results: dict = {"machine": machine_info(device)}
     benches = dict(BENCHES, end_to_end=functools.partial(bench_end_to_end, frames_dir=frames_dir))
     for name in names:
-        results[name] = benches[name](device, repeats)
+        t0 = time.perf_counter()
+        try:
+            results[name] = benches[name](device, repeats)
+        except Exception as e:  # noqa: BLE001 - reported in the results, the next entry runs
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+        status = results[name].get("error", "done")
+        print(f"bench {name}: {status} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        if json_out:
+            with open(json_out, "w") as f:
+                json.dump(results, f, indent=2)
     print(format_table(results))
-    if json_out:
-        with open(json_out, "w") as f:
-            json.dump(results, f, indent=2)
     return results
+
+
+def failed(results: dict) -> list[str]:
+    """Names of the entries of ``run_bench``'s results that raised."""
+    return [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
 
 
 def _fmt(v, spec=".1f"):
@@ -406,7 +423,12 @@ def format_table(results: dict) -> str:
     rows = [f"{'op':<10} {'ours ms':>10} {'base ms':>10} {'speedup':>8} {'ours MB':>9} "
             f"{'base MB':>9}"]
     for name, r in results.items():
-        if name in ("machine", "end_to_end") or not isinstance(r, dict):
+        if name == "machine" or not isinstance(r, dict):
+            continue
+        if "error" in r:
+            rows.append(f"{name:<10} FAILED: {r['error']}")
+            continue
+        if name == "end_to_end":
             continue
         # The eval entry's baseline is the devkit itself.
         o, b = r.get("ours_ms"), r.get("baseline_ms", r.get("devkit_ms"))
@@ -414,7 +436,8 @@ def format_table(results: dict) -> str:
         rows.append(f"{name:<10} {_fmt(o, '.2f'):>10} {_fmt(b, '.2f'):>10} "
                     f"{_fmt(ratio, '.2f'):>8} {_fmt(r.get('ours_peak_mb')):>9} "
                     f"{_fmt(r.get('baseline_peak_mb')):>9}")
-    for cfg_name, r in results.get("end_to_end", {}).items():
+    e2e = results.get("end_to_end", {})
+    for cfg_name, r in ({} if "error" in e2e else e2e).items():
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages_ms"].items())
         rows.append(f"end_to_end {cfg_name}: {r['total_ms']:.1f} ms/frame ({r['fps']:.2f} fps), "
                     f"peak {_fmt(r['peak_mb'])} MB; ms per stage: {stages}")
@@ -434,9 +457,11 @@ def add_bench_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    """Entry for the CLI: ``run_bench`` from parsed ``add_bench_arguments`` args."""
-    run_bench(device=args.device, only=args.only, json_out=args.json_out, repeats=args.repeats)
-    return 0
+    """Entry for the CLI: ``run_bench`` from parsed ``add_bench_arguments`` args; exit status 1
+    when an entry failed."""
+    results = run_bench(device=args.device, only=args.only, json_out=args.json_out,
+                        repeats=args.repeats)
+    return 1 if failed(results) else 0
 
 
 if __name__ == "__main__":

@@ -178,16 +178,21 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from perception.bench import run_bench, save_end_to_end_frames
+    from perception.bench import failed, run_bench, save_end_to_end_frames
 
     if args.save_frames is not None:
         for path in save_end_to_end_frames(str(args.save_frames)):
             print(f"bench: wrote {path}")
         return 0
-    run_bench(device=args.device, only=args.only,
-              json_out=None if args.json_out is None else str(args.json_out), repeats=args.repeats,
-              frames_dir=None if args.frames is None else str(args.frames))
-    return 0
+    results = run_bench(device=args.device, only=args.only,
+                        json_out=None if args.json_out is None else str(args.json_out),
+                        repeats=args.repeats,
+                        frames_dir=None if args.frames is None else str(args.frames))
+    bad = failed(results)
+    if bad:
+        print(f"bench: {', '.join(bad)} failed (the error is in the table and the JSON)",
+              file=sys.stderr)
+    return 1 if bad else 0
 
 
 # ----------------------------------------------------------------------------------------------

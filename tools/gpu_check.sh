@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
-# One run on the lent GPU machine: the CUDA tests and the GPU benchmark, results in $OUT.
+# One run on the lent GPU machine: the GPU benchmark and the CUDA tests, results in $OUT.
 #   here, first:  bash tools/gpu_deps.sh
-#   device tool:  run(command="bash tools/gpu_check.sh", carry=[".gpu"], timeout_s=480)
-# Writes $OUT/env.txt (machine, versions, each step's exit status and seconds),
-# cuda_tests.log + .xml, gpu_bench.log + .json. A failed step is reported and the next one runs.
-# DEVICE=cpu and BENCH_ONLY=... rehearse it on a CPU machine.
+#   device tool:  run(command="bash tools/gpu_check.sh", carry=[".gpu"], timeout_s=500)
+# Steps, each under its own time limit, cheapest and most wanted first, so that a run stopped at
+# its limit keeps what came before (the bench rewrites its JSON after every entry):
+#   ops_bench   perception bench --only voxelize,bev_pool,nms    -> ops_bench.log/.json
+#   cuda_tests  pytest -m cuda (kernels against references, the spconv-triton backbone)
+#                                                                -> cuda_tests.log/.xml
+#   e2e_bench   perception bench --only end_to_end (both configs, fp16; the first call pays
+#               Triton's compiling and autotuning)               -> e2e_bench.log/.json
+# $OUT/env.txt: machine, versions, each step's exit status and seconds. A failed step is
+# reported and the next one runs. DEVICE=cpu, OPS=... and E2E=0 rehearse it on a CPU machine.
 set -uo pipefail
 : "${OUT:?set OUT to the results folder}"
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
-BENCH_ONLY=${BENCH_ONLY:-voxelize,bev_pool,nms,end_to_end}
+OPS=${OPS:-voxelize,bev_pool,nms}
+E2E=${E2E:-1}
 [ -d .gpu/deps ] && [ -d .gpu/frames ] || { echo "no .gpu/: run tools/gpu_deps.sh first" >&2; exit 2; }
-export PYTHONPATH="$PWD:$PWD/.gpu/deps${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONDONTWRITEBYTECODE=1
+DEPS="$PWD/.gpu/deps"
+"$PY" -c 'import pytest, yaml' 2>/dev/null || DEPS="$DEPS:$PWD/.gpu/pytest"
+export PYTHONPATH="$PWD:$DEPS${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 {
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+    echo "PYTHONPATH=$PYTHONPATH"
     "$PY" -c '
 import importlib, sys
 print("python", sys.version.split()[0])
 for m in ("torch", "triton", "numpy", "cv2", "yaml", "pytest", "spconv", "spconv_triton", "nuscenes"):
     try:
-        print(m, getattr(importlib.import_module(m), "__version__", "?"))
+        mod = importlib.import_module(m)
+        print(m, getattr(mod, "__version__", "?"), getattr(mod, "__file__", ""))
     except Exception as e:
         print(m, "missing:", type(e).__name__, e)
 import torch
@@ -39,11 +50,15 @@ step() {
     rc=$?
     echo "$name: exit $rc in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.txt"
 }
-step cuda_tests "${TEST_LIMIT:-240}" "$PY" -m pytest -m cuda tests/ops \
+[ -n "$OPS" ] && step ops_bench "${OPS_LIMIT:-120}" "$PY" -m perception bench --device "$DEVICE" \
+    --only "$OPS" --json "$OUT/ops_bench.json"
+step cuda_tests "${TEST_LIMIT:-150}" "$PY" -m pytest -m cuda tests/ops \
     tests/models/test_spconv_backends.py -q -rs -p no:cacheprovider \
     --junitxml="$OUT/cuda_tests.xml"
-step gpu_bench "${BENCH_LIMIT:-300}" "$PY" -m perception bench --device "$DEVICE" \
-    --only "$BENCH_ONLY" --frames .gpu/frames --json "$OUT/gpu_bench.json"
+[ "$E2E" = 1 ] && step e2e_bench "${E2E_LIMIT:-210}" "$PY" -m perception bench \
+    --device "$DEVICE" --only end_to_end --frames .gpu/frames --json "$OUT/e2e_bench.json"
 cat "$OUT/env.txt"
-tail -n 25 "$OUT/cuda_tests.log"
-tail -n 40 "$OUT/gpu_bench.log"
+for f in ops_bench cuda_tests e2e_bench; do
+    [ -f "$OUT/$f.log" ] && { echo "== $f"; tail -n 25 "$OUT/$f.log"; }
+done
+exit 0

@@ -12,6 +12,7 @@ def test_every_stage_of_the_fusion_model_is_timed(ekit, nusc):
     assert tuple(r["stages_ms"]) == STAGES
     assert all(v > 0 and math.isfinite(v) for v in r["stages_ms"].values())
     assert math.isclose(r["fps"], 1000.0 / r["total_ms"])
+    assert r["first_call_ms"] > 0 and math.isfinite(r["first_call_ms"])
     assert r["lidar_points"] > 30_000 and r["radar_points"] > 0   # a real multi-sweep frame
     assert r["grid"] == [32, 32] and r["image_size"] == [32, 64] and not r["half"]
     assert r["parameters"] > 0
