@@ -122,3 +122,34 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv("PERCEPTION_SPCONV")
     pytest.importorskip("spconv")
     assert spconv_backend() == "spconv"      # the compiled one first when it imports
+
+
+def test_spconv_triton_autotuning_keeps_the_first_candidates(monkeypatch):
+    pytest.importorskip("spconv_triton")
+    from triton.runtime.autotuner import Autotuner
+
+    from perception.models.lidar.backbone import limit_spconv_triton_autotuning, spconv_module
+
+    from spconv_triton.pytorch._impl import gemm
+
+    tuner = gemm._gather_gemm_kernel
+    assert isinstance(tuner, Autotuner)
+    try:
+        assert limit_spconv_triton_autotuning(0) == 0
+        full = list(tuner.configs)
+        assert len(full) > 4
+        monkeypatch.setenv("PERCEPTION_SPCONV", "spconv_triton")
+        monkeypatch.setenv("PERCEPTION_SPCONV_TRITON_CONFIGS", "2")
+        spconv_module()                                   # applies the variable
+        assert tuner.configs == full[:2]
+        assert limit_spconv_triton_autotuning(2) > 5      # every kernel, not just the GEMM
+        assert tuner.configs == full[:2]                  # idempotent: not the first 2 of 2
+        monkeypatch.delenv("PERCEPTION_SPCONV_TRITON_CONFIGS")
+        spconv_module()
+        assert tuner.configs == full[:4]                  # the default
+        monkeypatch.setenv("PERCEPTION_SPCONV_TRITON_CONFIGS", "four")
+        with pytest.raises(ValueError, match="PERCEPTION_SPCONV_TRITON_CONFIGS='four'"):
+            spconv_module()
+    finally:
+        limit_spconv_triton_autotuning(0)
+    assert tuner.configs == full

@@ -10,6 +10,13 @@ and its CUDA build) and spconv-triton (pure Triton, CUDA only; no compiled wheel
 runs wherever torch + triton run on a GPU). Both build the same parameters under the same names
 and shapes, so a checkpoint trained with one loads into the other. spconv is used when it
 imports; ``PERCEPTION_SPCONV=spconv|spconv_triton`` forces one.
+
+spconv-triton autotunes each kernel over its whole candidate list (37 tile configurations for the
+gather-GEMM) at every new layer shape, compiling each candidate: on the H200 one small test
+backbone's first forward took over two minutes. :func:`limit_spconv_triton_autotuning` keeps
+each kernel's first ``PERCEPTION_SPCONV_TRITON_CONFIGS`` candidates (default 4; 0 keeps the
+library's full list, whose choice Triton then caches on disk). The candidates differ in speed
+only, never in results.
 """
 from __future__ import annotations
 
@@ -43,6 +50,42 @@ def spconv_backend() -> str:
                       "or spconv-triton (CUDA only)")
 
 
+SPCONV_TRITON_CONFIGS_DEFAULT = 4
+
+
+def limit_spconv_triton_autotuning(keep: int | None = None) -> int:
+    """Keep the first ``keep`` autotuning candidates of every spconv-triton kernel (default:
+    ``PERCEPTION_SPCONV_TRITON_CONFIGS``, else 4; 0 restores the full lists). Returns the number
+    of kernels whose list is now shorter than the library's. Idempotent; applies to kernels not
+    tuned yet in this process."""
+    import importlib
+    import os
+    import pkgutil
+
+    from triton.runtime.autotuner import Autotuner
+
+    if keep is None:
+        raw = os.environ.get("PERCEPTION_SPCONV_TRITON_CONFIGS", "").strip()
+        try:
+            keep = int(raw) if raw else SPCONV_TRITON_CONFIGS_DEFAULT
+        except ValueError:
+            raise ValueError(f"PERCEPTION_SPCONV_TRITON_CONFIGS={raw!r}: give a whole number "
+                             "of candidates per kernel (0: all)") from None
+    if keep < 0:
+        raise ValueError(f"keep={keep}: give 0 (all candidates) or more")
+    impl = importlib.import_module("spconv_triton.pytorch._impl")
+    limited = 0
+    for info in pkgutil.iter_modules(impl.__path__):
+        module = importlib.import_module(f"{impl.__name__}.{info.name}")
+        for tuner in vars(module).values():
+            if not isinstance(tuner, Autotuner):
+                continue
+            full = tuner.__dict__.setdefault("_perception_all_configs", list(tuner.configs))
+            tuner.configs = full[:keep] if keep else list(full)
+            limited += len(tuner.configs) < len(full)
+    return limited
+
+
 def spconv_module(backend: str | None = None):
     """``spconv.pytorch`` or ``spconv_triton.pytorch``: that of ``backend``, by default of
     :func:`spconv_backend`."""
@@ -53,6 +96,7 @@ def spconv_module(backend: str | None = None):
     if (backend or spconv_backend()) == "spconv_triton":
         import spconv_triton.pytorch as spconv
 
+        limit_spconv_triton_autotuning()
         return spconv
     # spconv 2.3 against torch 2.13 warns on every import and every dense(): deprecated
     # torch.cuda.amp decorators and list indexing inside spconv itself. Both are harmless here

@@ -15,7 +15,9 @@ from torch import Tensor
 
 from .reference import point_keys
 
-_EMPTY = -1
+# A compiled kernel reads only globals that are tl.constexpr (the interpreter reads any).
+_EMPTY_KEY = -1
+_EMPTY = tl.constexpr(_EMPTY_KEY)
 _BLOCK = 256
 
 
@@ -72,7 +74,7 @@ def _hash_group(points: Tensor, voxel_size, point_range):
     keys, coords = point_keys(points, voxel_size, point_range)
     # Power-of-two table at >= 2x the points keeps linear probe chains short.
     size = 1 << max(4, int(2 * max(n, 1) - 1).bit_length())
-    table_keys = torch.full((size,), _EMPTY, dtype=torch.int64, device=dev)
+    table_keys = torch.full((size,), _EMPTY_KEY, dtype=torch.int64, device=dev)
     table_first = torch.full((size,), n, dtype=torch.int64, device=dev)
     point_slot = torch.empty(n, dtype=torch.int64, device=dev)
     if n:
