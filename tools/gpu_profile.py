@@ -1,0 +1,159 @@
+"""Where the GPU time goes: torch.profiler tables for the end-to-end detector and voxelize, on the
+lent GPU machine (no devkit there: the frames come from `perception bench --save-frames`).
+
+    python tools/gpu_profile.py e2e configs/nuscenes/fusion.yaml .gpu/frames/nuscenes.pt \\
+        [--checkpoint CK] [--runs 5] [--json OUT]
+    python tools/gpu_profile.py voxelize [--runs 20]
+
+e2e: ``stage_latency`` (the bench's per-stage figures, fp16 on CUDA), then the profiler over
+``--runs`` frames: the 25 ops with the most GPU time, and the host synchronisations (device-to-
+host copies and stream syncs) one frame makes, which stall the GPU between kernels.
+voxelize: the bench's 300k-point input, the Triton path and the torch reference timed
+alternately, then the profiler's table for the Triton path.
+``PERCEPTION_SPCONV_TRITON_CONFIGS`` applies as everywhere (0: spconv-triton's full autotuning).
+``--device cpu`` rehearses the script here (voxelize then times spconv's CPU path).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "cudaMemcpy")
+
+
+def _sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _activities(device: str):
+    from torch.profiler import ProfilerActivity
+
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+
+
+def _table(prof, runs: int, rows: int, device: str) -> str:
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows,
+                                     max_name_column_width=60) + \
+        f"\n(over {runs} runs; divide totals by {runs} for one)"
+
+
+def _syncs(prof, runs: int) -> dict:
+    out = {}
+    for e in prof.key_averages():
+        if e.key in SYNC_OPS:
+            out[e.key] = e.count / runs
+    return out
+
+
+def profile_e2e(config: str, frame: str, checkpoint: str | None, runs: int,
+                device: str) -> dict:
+    from torch.profiler import profile
+
+    from perception.config import load_config
+    from perception.engine.latency import stage_latency
+    from perception.models import build_model
+    from perception.models.config import ExperimentConfig
+
+    cfg = load_config(config, ExperimentConfig)
+    batch = torch.load(frame, weights_only=False)
+    t0 = time.perf_counter()
+    lat = stage_latency(cfg, None, device, repeats=5, checkpoint=checkpoint, batch=batch)
+    lat["seconds"] = time.perf_counter() - t0
+    print(json.dumps({"config": config, "checkpoint": checkpoint, **lat}, indent=1), flush=True)
+
+    model = build_model(cfg.model)
+    if checkpoint:
+        from perception.engine.checkpoint import model_state
+
+        model.load_state_dict(model_state(checkpoint))
+    model.to(device).eval()
+    batch = batch.to(device)
+
+    def run():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16,
+                                             enabled=device == "cuda"):
+            dets = model.head.decode(model(batch).heads)
+        _sync(device)
+        return dets
+
+    run()
+    n_dets = len(run()[0].scores)
+    with profile(activities=_activities(device)) as prof:
+        for _ in range(runs):
+            run()
+    print(_table(prof, runs, 25, device), flush=True)
+    syncs = _syncs(prof, runs)
+    print("host synchronisations per frame:", syncs, f"detections: {n_dets}", flush=True)
+    return {"latency": lat, "syncs_per_frame": syncs, "detections": n_dets}
+
+
+def profile_voxelize(runs: int, device: str) -> dict:
+    from torch.profiler import profile
+
+    from perception.bench import lidar_sweeps
+    from perception.ops.voxelize import voxelize
+
+    vs, pr = (0.075, 0.075, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0)
+    pts = lidar_sweeps().to(device)
+    ours = "triton" if device == "cuda" else "spconv"
+    calls = {b: (lambda b=b: voxelize(pts, vs, pr, 10, 160_000, backend=b))
+             for b in (ours, "reference")}
+    times: dict[str, list[float]] = {b: [] for b in calls}
+    for b in calls:
+        calls[b]()
+    for _ in range(runs):
+        for b, f in calls.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            times[b].append((time.perf_counter() - t0) * 1e3)
+    med = {b: statistics.median(v) for b, v in times.items()}
+    print("voxelize median ms:", med, flush=True)
+    with profile(activities=_activities(device)) as prof:
+        for _ in range(runs):
+            calls[ours]()
+        _sync(device)
+    print(_table(prof, runs, 15, device), flush=True)
+    syncs = _syncs(prof, runs)
+    print("host synchronisations per call:", syncs, flush=True)
+    return {"median_ms": med, "syncs_per_call": syncs}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    e = sub.add_parser("e2e")
+    e.add_argument("config")
+    e.add_argument("frame")
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--runs", type=int, default=5)
+    e.add_argument("--json", default=None)
+    v = sub.add_parser("voxelize")
+    v.add_argument("--runs", type=int, default=20)
+    v.add_argument("--json", default=None)
+    for q in (e, v):
+        q.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    a = p.parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_profile: --device cuda, but torch sees no CUDA GPU", file=sys.stderr)
+        return 2
+    res = (profile_e2e(a.config, a.frame, a.checkpoint, a.runs, a.device) if a.what == "e2e"
+           else profile_voxelize(a.runs, a.device))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
