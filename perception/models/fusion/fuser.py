@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from perception.models.fusion.context import BEVContext
+from perception.models.layers import GroupNorm
 from perception.models.outputs import BEVFeatures
 
 
@@ -67,7 +68,7 @@ class AttentionFuser(nn.Module):
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
-        self.norm = nn.GroupNorm(1, channels)
+        self.norm = GroupNorm(1, channels)
         self.context = BEVContext(channels, blocks=context_blocks, scales=context_scales)
         self.heads = heads
         self.channels = channels
