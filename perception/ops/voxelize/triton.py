@@ -52,12 +52,14 @@ def _hash_insert_kernel(keys_ptr, n, table_keys_ptr, table_first_ptr, point_slot
 @triton.jit
 def _scatter_rows_kernel(points_ptr, src_ptr, dst_ptr, out_ptr, k, C: tl.constexpr,
                          CP: tl.constexpr, ATOMIC: tl.constexpr, BLOCK: tl.constexpr):
-    # Copies (or, with ATOMIC, adds) row src[i] of points into row dst[i] of out, C channels.
+    # Copies (or, with ATOMIC, adds) row src[i] of points into row dst[i] of out, C channels;
+    # rows with dst[i] < 0 are skipped.
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     m = offs < k
+    dst = tl.load(dst_ptr + offs, mask=m, other=-1)
+    m = m & (dst >= 0)
     src = tl.load(src_ptr + offs, mask=m, other=0)
-    dst = tl.load(dst_ptr + offs, mask=m, other=0)
     ch = tl.arange(0, CP)
     mm = m[:, None] & (ch[None, :] < C)
     vals = tl.load(points_ptr + src[:, None] * C + ch[None, :], mask=mm, other=0.0)
@@ -68,7 +70,9 @@ def _scatter_rows_kernel(points_ptr, src_ptr, dst_ptr, out_ptr, k, C: tl.constex
 
 
 def _hash_group(points: Tensor, voxel_size, point_range):
-    """Run the hash kernel; returns (keys, coords, point voxel rank (N,) int64 or -1, first (M,))."""
+    """Run the hash kernel. Returns (coords (N, 3), vox (N,) int64 first-come voxel number or -1,
+    first (M,) index of each voxel's first point). Reading M is the only host synchronisation:
+    no boolean indexing, whose data-dependent size would wait for the GPU each time."""
     n = points.shape[0]
     dev = points.device
     keys, coords = point_keys(points, voxel_size, point_range)
@@ -82,14 +86,26 @@ def _hash_group(points: Tensor, voxel_size, point_range):
             keys, n, table_keys, table_first, point_slot, size - 1, BLOCK=_BLOCK)
     valid = keys >= 0
     ar = torch.arange(n, device=dev)
-    safe_slot = torch.where(valid, point_slot, torch.zeros_like(point_slot))
+    safe_slot = torch.where(valid, point_slot, 0)
     is_first = valid & (table_first[safe_slot] == ar)
     # Heads appear in index order, so a running count of heads is the first-come voxel number.
-    rank_of_slot = torch.full((size,), -1, dtype=torch.int64, device=dev)
-    rank_of_slot[point_slot[is_first]] = torch.cumsum(is_first, 0)[is_first] - 1
-    vox = torch.where(valid, rank_of_slot[safe_slot], torch.full_like(keys, -1))
-    first = ar[is_first]
-    return coords, vox, first
+    rank = torch.cumsum(is_first, 0) - 1
+    m = int(rank[-1]) + 1 if n else 0
+    # Heads write their number into their slot, and their index into `first`; the other points
+    # write into one spare entry at the end (any of them may win there; it is never read).
+    rank_of_slot = torch.empty(size + 1, dtype=torch.int64, device=dev)
+    rank_of_slot.scatter_(0, torch.where(is_first, point_slot, size), rank)
+    vox = torch.where(valid, rank_of_slot[safe_slot], -1)
+    first = torch.empty(m + 1, dtype=torch.int64, device=dev)
+    first.scatter_(0, torch.where(is_first, rank, m), ar)
+    return coords, vox, first[:m]
+
+
+def _count(index: Tensor, size: int) -> Tensor:
+    """bincount(index, minlength=size + 1) for indices in [0, size], without the host
+    synchronisation torch.bincount makes on CUDA (it reads the maximum first)."""
+    return torch.zeros(size + 1, dtype=torch.int64, device=index.device).scatter_add_(
+        0, index, torch.ones_like(index))
 
 
 def hard_voxelize_triton(points: Tensor, voxel_size, point_range, max_points: int,
@@ -100,22 +116,21 @@ def hard_voxelize_triton(points: Tensor, voxel_size, point_range, max_points: in
     dev = points.device
     coords, vox, first = _hash_group(points, voxel_size, point_range)
     m = min(first.numel(), max_voxels)
-    keep = (vox >= 0) & (vox < m)
-    idx = torch.nonzero(keep).squeeze(1)
-    v = vox[idx]
-    # Stable sort keeps input order inside a voxel: position in the run is the point's slot.
-    sv, perm = torch.sort(v, stable=True)
-    sidx = idx[perm]
-    counts = torch.bincount(sv, minlength=m)[:m]
+    # Points of kept voxels by (voxel, index): a stable sort keeps input order inside a voxel,
+    # so position in the run is the point's slot. Dropped points (out of range, past the voxel
+    # cap) get key m and sort last. int32 keys: half the radix passes of int64.
+    key = torch.where((vox >= 0) & (vox < m), vox, m).to(torch.int32)
+    sv, perm = torch.sort(key, stable=True)
+    sv = sv.long()
+    counts = _count(sv, m)                                  # m + 1: the dropped points last
     starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(sv.numel(), device=dev) - starts[sv]
-    take = slot < max_points
-    src = sidx[take].contiguous()
-    dst = (sv[take] * max_points + slot[take]).contiguous()
+    slot = torch.arange(n, device=dev) - starts[sv]
+    counts = counts[:m]
+    dst = torch.where((sv < m) & (slot < max_points), sv * max_points + slot, -1)
     voxels = torch.zeros(m, max_points, c, dtype=torch.float32, device=dev)
-    if src.numel():
-        _scatter_rows_kernel[(triton.cdiv(src.numel(), _BLOCK),)](
-            points, src, dst, voxels, src.numel(), C=c, CP=triton.next_power_of_2(c),
+    if n and m:
+        _scatter_rows_kernel[(triton.cdiv(n, _BLOCK),)](
+            points, perm, dst, voxels, n, C=c, CP=triton.next_power_of_2(c),
             ATOMIC=False, BLOCK=_BLOCK)
     return voxels, coords[first[:m]].to(torch.int32), counts.clamp(max=max_points).to(torch.int32)
 
@@ -127,12 +142,10 @@ def dynamic_voxelize_triton(points: Tensor, voxel_size, point_range):
     dev = points.device
     coords, vox, first = _hash_group(points, voxel_size, point_range)
     m = first.numel()
-    idx = torch.nonzero(vox >= 0).squeeze(1).contiguous()
-    dst = vox[idx].contiguous()
     sums = torch.zeros(m, c, dtype=torch.float32, device=dev)
-    if idx.numel():
-        _scatter_rows_kernel[(triton.cdiv(idx.numel(), _BLOCK),)](
-            points, idx, dst, sums, idx.numel(), C=c, CP=triton.next_power_of_2(c),
-            ATOMIC=True, BLOCK=_BLOCK)
-    counts = torch.bincount(dst, minlength=m).clamp(min=1)
+    if n and m:
+        _scatter_rows_kernel[(triton.cdiv(n, _BLOCK),)](
+            points, torch.arange(n, device=dev), vox, sums, n, C=c,
+            CP=triton.next_power_of_2(c), ATOMIC=True, BLOCK=_BLOCK)
+    counts = _count(torch.where(vox >= 0, vox, m), m)[:m].clamp(min=1)
     return sums / counts[:, None].to(torch.float32), coords[first].to(torch.int32), vox
