@@ -56,6 +56,11 @@ class CenterHead(nn.Module):
             }))
         self.register_buffer("code_weights", torch.tensor(code_weights), persistent=False)
         self.register_buffer("attr_mask", attribute_mask(classes), persistent=False)
+        # Each group's class indices, kept on the model's device: a host tensor copied to the GPU
+        # at every decode would wait for the GPU's queue each time.
+        for g, group in enumerate(class_groups):
+            self.register_buffer(f"group_ids_{g}", torch.tensor(
+                [classes.index(c) for c in group], dtype=torch.int64), persistent=False)
         self.min_overlap, self.min_radius, self.max_objects = min_overlap, min_radius, max_objects
         self.heatmap_weight = heatmap_weight
         self.regression_weight = regression_weight
@@ -148,8 +153,8 @@ class CenterHead(nn.Module):
     def decode(self, outputs: tuple[HeadOutput, ...]) -> list[Detections]:
         """Head maps -> B Detections in the ego frame, best ``max_detections`` by score."""
         per_group = []
-        for out, group, radius in zip(outputs, self.class_groups, self.nms_radius):
-            ids = torch.tensor([self.classes.index(c) for c in group], dtype=torch.int64)
+        for g, (out, radius) in enumerate(zip(outputs, self.nms_radius)):
+            ids = getattr(self, f"group_ids_{g}")
             per_group.append(decode_group(
                 out.heatmap.float(), out.regression.float(), out.attribute.float(),
                 grid=self.grid, class_ids=ids, attr_mask=self.attr_mask, top_k=self.top_k,

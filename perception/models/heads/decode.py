@@ -47,7 +47,8 @@ def decode_group(heatmap: Tensor, regression: Tensor, attribute: Tensor, *, grid
     cells = torch.stack([cell // w, cell % w], dim=-1)
     out = []
     for i in range(b):
-        keep = scores[i] > score_threshold
+        # One nonzero for the four gathers (each boolean index would wait for the GPU again).
+        keep = torch.nonzero(scores[i] > score_threshold).squeeze(1)
         s, ch, ce, rc = scores[i][keep], chan[i][keep], cell[i][keep], cells[i][keep]
         codes = regression[i].reshape(regression.shape[1], -1)[:, ce].T
         boxes = decode_codes(rc, codes, grid)
