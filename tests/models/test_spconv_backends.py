@@ -147,6 +147,9 @@ def test_spconv_triton_autotuning_keeps_the_first_candidates(monkeypatch):
         monkeypatch.delenv("PERCEPTION_SPCONV_TRITON_CONFIGS")
         spconv_module()
         assert tuner.configs == full[:4]                  # the default
+        tuner.configs = full[:1]
+        spconv_module()                                   # unchanged variable: no walk again
+        assert tuner.configs == full[:1]                  # (the forward calls it every frame)
         monkeypatch.setenv("PERCEPTION_SPCONV_TRITON_CONFIGS", "four")
         with pytest.raises(ValueError, match="PERCEPTION_SPCONV_TRITON_CONFIGS='four'"):
             spconv_module()

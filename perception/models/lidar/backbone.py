@@ -51,26 +51,37 @@ def spconv_backend() -> str:
 
 
 SPCONV_TRITON_CONFIGS_DEFAULT = 4
+_autotune_keep: int | None = None     # what limit_spconv_triton_autotuning last applied
+
+
+def _autotune_keep_from_env() -> int:
+    import os
+
+    raw = os.environ.get("PERCEPTION_SPCONV_TRITON_CONFIGS", "").strip()
+    try:
+        keep = int(raw) if raw else SPCONV_TRITON_CONFIGS_DEFAULT
+    except ValueError:
+        raise ValueError(f"PERCEPTION_SPCONV_TRITON_CONFIGS={raw!r}: give a whole number "
+                         "of candidates per kernel (0: all)") from None
+    if keep < 0:
+        raise ValueError(f"PERCEPTION_SPCONV_TRITON_CONFIGS={raw!r}: give 0 (all) or more")
+    return keep
 
 
 def limit_spconv_triton_autotuning(keep: int | None = None) -> int:
     """Keep the first ``keep`` autotuning candidates of every spconv-triton kernel (default:
     ``PERCEPTION_SPCONV_TRITON_CONFIGS``, else 4; 0 restores the full lists). Returns the number
     of kernels whose list is now shorter than the library's. Idempotent; applies to kernels not
-    tuned yet in this process."""
+    tuned yet in this process. :func:`spconv_module` calls it when the variable's value differs
+    from what was last applied (so once per process, not on every forward)."""
+    global _autotune_keep
     import importlib
-    import os
     import pkgutil
 
     from triton.runtime.autotuner import Autotuner
 
     if keep is None:
-        raw = os.environ.get("PERCEPTION_SPCONV_TRITON_CONFIGS", "").strip()
-        try:
-            keep = int(raw) if raw else SPCONV_TRITON_CONFIGS_DEFAULT
-        except ValueError:
-            raise ValueError(f"PERCEPTION_SPCONV_TRITON_CONFIGS={raw!r}: give a whole number "
-                             "of candidates per kernel (0: all)") from None
+        keep = _autotune_keep_from_env()
     if keep < 0:
         raise ValueError(f"keep={keep}: give 0 (all candidates) or more")
     impl = importlib.import_module("spconv_triton.pytorch._impl")
@@ -83,6 +94,7 @@ def limit_spconv_triton_autotuning(keep: int | None = None) -> int:
             full = tuner.__dict__.setdefault("_perception_all_configs", list(tuner.configs))
             tuner.configs = full[:keep] if keep else list(full)
             limited += len(tuner.configs) < len(full)
+    _autotune_keep = keep
     return limited
 
 
@@ -96,7 +108,8 @@ def spconv_module(backend: str | None = None):
     if (backend or spconv_backend()) == "spconv_triton":
         import spconv_triton.pytorch as spconv
 
-        limit_spconv_triton_autotuning()
+        if _autotune_keep_from_env() != _autotune_keep:
+            limit_spconv_triton_autotuning()
         return spconv
     # spconv 2.3 against torch 2.13 warns on every import and every dense(): deprecated
     # torch.cuda.amp decorators and list indexing inside spconv itself. Both are harmless here
