@@ -6,10 +6,10 @@
 #                 unpacked from its pure-Python wheel
 #   .gpu/pytest/  pytest and what it needs, PyYAML (its pure-Python half works on any Python 3):
 #                 gpu_check.sh uses them only where the machine has no pytest or PyYAML of its
-#                 own (the H200 image has both; shadowing them would break its pytest plugins)
+#                 own (the H200 image has both, with plugins installed for its own pytest)
 #   .gpu/frames/  the end_to_end benchmark's input frames (`perception bench --save-frames`):
 #                 loading them from a dataset needs the devkit
-# Then: tools/gpu_check.sh on the device. ~15 MB.
+# Then: tools/gpu_check.sh on the device. ~23 MB.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 rm -rf .gpu
