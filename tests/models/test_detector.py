@@ -117,8 +117,11 @@ def test_modality_dropout_config():
     assert cfg.model.fusion.modality_dropout == {"camera": 0.2, "lidar": 0.1, "radar": 0.5}
     model = build_model(cfg.model)
     assert model._dropout_rates().tolist() == pytest.approx([0.2, 0.1, 0.5])
+    # The YAML's own mapping (the shipped fusion model drops LiDAR less), camera/lidar/radar order.
     assert build_model(load_config(path, ExperimentConfig).model)._dropout_rates().tolist() == \
-        pytest.approx([0.25] * 3)
+        pytest.approx([0.25, 0.1, 0.25])
+    scalar = load_config(path, ExperimentConfig, ["model.fusion.modality_dropout=0.25"])
+    assert build_model(scalar.model)._dropout_rates().tolist() == pytest.approx([0.25] * 3)
     with pytest.raises(ValueError, match=r"modality_dropout names unknown sensors \['sonar'\]"):
         load_config(path, ExperimentConfig, ["model.fusion.modality_dropout={sonar: 0.5}"])
     with pytest.raises(ValueError, match=r"modality_dropout \(radar\) is a probability"):
