@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One run on the lent GPU machine: the GPU benchmark and the CUDA tests, results in $OUT.
 #   here, first:  bash tools/gpu_deps.sh
-#   device tool:  run(command="bash tools/gpu_check.sh", carry=[".gpu"], timeout_s=450)
+#   device tool:  run(command="bash tools/gpu_check.sh", carry=[".gpu"], timeout_s=500)
 # Steps, each under its own time limit, cheapest and most wanted first, so that a run stopped at
 # its limit keeps what came before (the bench rewrites its JSON after every entry):
 #   ops_bench   perception bench --only voxelize,bev_pool,nms    -> ops_bench.log/.json
 #   cuda_tests  pytest -m cuda tests/ops (the kernels against their references)
 #                                                                -> cuda_tests.log/.xml
-#   spconv_test pytest -m cuda: the spconv-triton backbone against a dense reference
-#                                                                -> spconv_test.log
+#   model_tests pytest -m cuda tests/models: the spconv-triton backbone against a dense
+#               reference, the GroupNorm's reduction, a training step in float16 with the
+#               gradient scaler                                  -> model_tests.log
 #   e2e_bench   perception bench --only end_to_end (both configs, fp16; the first call pays
 #               Triton's compiling and autotuning)               -> e2e_bench.log/.json
 # $OUT/env.txt: machine, versions, each step's exit status and seconds. A failed step is
@@ -56,12 +57,12 @@ step() {
     --only "$OPS" --json "$OUT/ops_bench.json"
 step cuda_tests "${TEST_LIMIT:-90}" "$PY" -m pytest -m cuda tests/ops -v -rs \
     -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml"
-step spconv_test "${SPCONV_LIMIT:-90}" "$PY" -m pytest -m cuda \
-    tests/models/test_spconv_backends.py -v -rs -p no:cacheprovider
+step model_tests "${MODEL_LIMIT:-150}" "$PY" -m pytest -m cuda tests/models -v -rs \
+    -p no:cacheprovider
 [ "$E2E" = 1 ] && step e2e_bench "${E2E_LIMIT:-200}" "$PY" -m perception bench \
     --device "$DEVICE" --only end_to_end --frames .gpu/frames --json "$OUT/e2e_bench.json"
 cat "$OUT/env.txt"
-for f in ops_bench cuda_tests spconv_test e2e_bench; do
+for f in ops_bench cuda_tests model_tests e2e_bench; do
     [ -f "$OUT/$f.log" ] && { echo "== $f"; tail -n 25 "$OUT/$f.log"; }
 done
 exit 0
