@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,12 +40,13 @@ def point_keys(points: Tensor, voxel_size, point_range) -> tuple[Tensor, Tensor]
     """
     gx, gy, gz = grid_meta(voxel_size, point_range)
     xyz = points[:, :3].to(torch.float32)
-    vs = torch.tensor(voxel_size, dtype=torch.float32, device=points.device)
-    lo = torch.tensor(point_range[:3], dtype=torch.float32, device=points.device)
-    c = torch.floor((xyz - lo) / vs)
-    hi = torch.tensor([gx, gy, gz], dtype=torch.float32, device=points.device)
+    # Per axis with Python numbers (float32 arithmetic all the same): a small tensor built on
+    # the host and copied to a GPU would make the host wait for the GPU's queue.
+    c = torch.stack([torch.floor((xyz[:, i] - float(np.float32(point_range[i])))
+                                 / float(np.float32(voxel_size[i]))) for i in range(3)], dim=1)
     # NaN compares false everywhere, so NaN/inf points fall out of this mask without a separate test.
-    valid = ((c >= 0) & (c < hi)).all(dim=1)
+    valid = (c[:, 0] >= 0) & (c[:, 0] < gx) & (c[:, 1] >= 0) & (c[:, 1] < gy) \
+        & (c[:, 2] >= 0) & (c[:, 2] < gz)
     c = torch.where(valid[:, None], c, torch.zeros_like(c)).to(torch.int64)
     keys = (c[:, 2] * gy + c[:, 1]) * gx + c[:, 0]
     keys = torch.where(valid, keys, torch.full_like(keys, -1))
