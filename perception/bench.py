@@ -26,7 +26,8 @@ from perception.structures.grid import BEVGrid
 
 
 # ----------------------------------------------------------------------------- measuring
-def _sync(device: str):
+def sync_device(device: str):
+    """Wait for the device (CUDA) to finish its queued work; nothing on CPU."""
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -35,12 +36,12 @@ def time_ms(fn: Callable, device: str, repeats: int, warmup: int = 1) -> float:
     """Median wall time of fn() in ms."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync_device(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync_device(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -52,10 +53,10 @@ def time_pair_ms(fn_a: Callable, fn_b: Callable, device: str, repeats: int) -> t
     ta, tb = [], []
     for _ in range(repeats):
         for fn, acc in ((fn_a, ta), (fn_b, tb)):
-            _sync(device)
+            sync_device(device)
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync_device(device)
             acc.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ta), statistics.median(tb)
 
@@ -198,7 +199,7 @@ def bench_bev_pool(device: str, repeats: int) -> dict:
     res = {"frustum": [1, 6, 118, 32, 88], "channels": 80, "bev": list(grid.shape)}
     t0 = time.perf_counter()
     geom = BEVPoolGeometry.build(pts, grid)
-    _sync(device)
+    sync_device(device)
     res["geometry_build_ms"] = (time.perf_counter() - t0) * 1e3
     res["points_in_range"] = geom.num_points
     ours = lambda: bev_pool(depth, feats, geom)  # noqa: E731

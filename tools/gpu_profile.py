@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,12 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from perception.bench import sync_device  # noqa: E402
+
 SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "cudaMemcpy")
-
-
-def _sync(device: str):
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _activities(device: str):
@@ -83,7 +79,7 @@ def profile_e2e(config: str, frame: str, checkpoint: str | None, runs: int,
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16,
                                              enabled=device == "cuda"):
             dets = model.head.decode(model(batch).heads)
-        _sync(device)
+        sync_device(device)
         return dets
 
     run()
@@ -100,7 +96,7 @@ def profile_e2e(config: str, frame: str, checkpoint: str | None, runs: int,
 def profile_voxelize(runs: int, device: str) -> dict:
     from torch.profiler import profile
 
-    from perception.bench import lidar_sweeps
+    from perception.bench import lidar_sweeps, time_pair_ms
     from perception.ops.voxelize import voxelize
 
     vs, pr = (0.075, 0.075, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0)
@@ -108,22 +104,13 @@ def profile_voxelize(runs: int, device: str) -> dict:
     ours = "triton" if device == "cuda" else "spconv"
     calls = {b: (lambda b=b: voxelize(pts, vs, pr, 10, 160_000, backend=b))
              for b in (ours, "reference")}
-    times: dict[str, list[float]] = {b: [] for b in calls}
-    for b in calls:
-        calls[b]()
-    for _ in range(runs):
-        for b, f in calls.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            f()
-            _sync(device)
-            times[b].append((time.perf_counter() - t0) * 1e3)
-    med = {b: statistics.median(v) for b, v in times.items()}
+    times = time_pair_ms(calls[ours], calls["reference"], device, runs)
+    med = dict(zip((ours, "reference"), times))
     print("voxelize median ms:", med, flush=True)
     with profile(activities=_activities(device)) as prof:
         for _ in range(runs):
             calls[ours]()
-        _sync(device)
+        sync_device(device)
     print(_table(prof, runs, 15, device), flush=True)
     syncs = _syncs(prof, runs)
     print("host synchronisations per call:", syncs, flush=True)
