@@ -355,10 +355,6 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
                 else cpu_autocast(t.cpu_bf16 and device.type == "cpu"))
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
-    # Modality dropout starts after a share of the run trained with every sensor (a pure
-    # function of the iteration, so --resume continues it exactly).
-    dropout = cfg.model.fusion.modality_dropout
-    dropout_from = int(round(cfg.model.fusion.modality_dropout_start * t.max_iters))
     it = start
     losses_f: dict[str, float] = {}
     t_prev = time.perf_counter()
@@ -368,7 +364,9 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
         t_data = time.perf_counter()
         batch = next(data_iter).to(device, non_blocking=True)
         t_data = time.perf_counter() - t_data
-        model.modality_dropout = dropout if it >= dropout_from else 0.0
+        # Modality dropout by phase (every sensor, the usual rates, the late rates): a pure
+        # function of the iteration, so --resume continues it exactly.
+        model.modality_dropout = cfg.model.fusion.dropout_at(it, t.max_iters)
         with autocast:
             out = model(batch)
             losses = model.loss(out, batch)

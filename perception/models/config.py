@@ -152,6 +152,13 @@ class FusionConfig:
             not name are never dropped), e.g. ``{camera: 0.25, lidar: 0.25, radar: 0.5}``.
         modality_dropout_start: fraction of ``train.max_iters`` trained with every sensor
             before modality dropout starts (0: dropout from the first iteration).
+        modality_dropout_late: rates for the end of the run, from ``modality_dropout_late_start``
+            on: a mapping overrides the sensors it names (``{lidar: 0.5}``: LiDAR dropped in
+            half the frames, the others as before), a number sets every sensor; None (default):
+            no late phase. A run learns with a sensor's usual share early and, at a low
+            learning rate, to work without it late.
+        modality_dropout_late_start: fraction of ``train.max_iters`` at which the late rates
+            take over (after ``modality_dropout_start``).
     """
 
     channels: int = 128
@@ -160,22 +167,50 @@ class FusionConfig:
     context_scales: int = 1
     modality_dropout: float | dict[str, float] = 0.25
     modality_dropout_start: float = 0.0
+    modality_dropout_late: float | dict[str, float] | None = None
+    modality_dropout_late_start: float = 0.875
 
     def __post_init__(self):
-        rates = self.modality_dropout
-        if isinstance(rates, dict):
-            unknown = sorted(set(rates) - set(MODALITIES))
-            if unknown:
-                raise ValueError(f"fusion.modality_dropout names unknown sensors {unknown}; "
-                                 f"sensors are {list(MODALITIES)}")
-        else:
-            rates = {"every sensor": rates}
-        for sensor, p in rates.items():
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"fusion.modality_dropout ({sensor}) is a probability, got {p}")
+        _check_dropout_rates("fusion.modality_dropout", self.modality_dropout)
         if not 0.0 <= self.modality_dropout_start < 1.0:
             raise ValueError("fusion.modality_dropout_start is a fraction of train.max_iters in "
                              f"[0, 1), got {self.modality_dropout_start}")
+        if self.modality_dropout_late is not None:
+            _check_dropout_rates("fusion.modality_dropout_late", self.modality_dropout_late)
+            if not self.modality_dropout_start < self.modality_dropout_late_start < 1.0:
+                raise ValueError(
+                    "fusion.modality_dropout_late_start is a fraction of train.max_iters after "
+                    f"modality_dropout_start ({self.modality_dropout_start}) and below 1, got "
+                    f"{self.modality_dropout_late_start}")
+
+    def dropout_at(self, iteration: int, max_iters: int) -> float | dict[str, float]:
+        """The modality dropout rates of training iteration ``iteration`` (0-based) of
+        ``max_iters``: 0 before ``modality_dropout_start``, the late rates from
+        ``modality_dropout_late_start`` on, ``modality_dropout`` between."""
+        if iteration < int(round(self.modality_dropout_start * max_iters)):
+            return 0.0
+        late = self.modality_dropout_late
+        if late is None or iteration < int(round(self.modality_dropout_late_start * max_iters)):
+            return self.modality_dropout
+        if not isinstance(late, dict):
+            return float(late)
+        base = self.modality_dropout
+        rates = dict(base) if isinstance(base, dict) else {m: float(base) for m in MODALITIES}
+        return {**rates, **late}
+
+
+def _check_dropout_rates(key: str, rates) -> None:
+    """A probability, or a mapping of known sensors to probabilities."""
+    if isinstance(rates, dict):
+        unknown = sorted(set(rates) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"{key} names unknown sensors {unknown}; sensors are "
+                             f"{list(MODALITIES)}")
+    else:
+        rates = {"every sensor": rates}
+    for sensor, p in rates.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{key} ({sensor}) is a probability, got {p}")
 
 
 @dataclass(frozen=True)

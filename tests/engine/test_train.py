@@ -159,6 +159,33 @@ def test_modality_dropout_starts_after_its_share_of_the_run(tmp_path, ekit, nusc
         ekit.make_config(data)
 
 
+def test_modality_dropout_late_phase_takes_over_at_its_share(tmp_path, ekit, nusc, monkeypatch):
+    """modality_dropout_start 0.25 and late {lidar: 0.9} from 0.75 of 4 iterations: iteration 1
+    uses every sensor, 2-3 the usual rate, 4 the late rates (the other sensors unchanged), also
+    across a resume before the late phase."""
+    from perception.models.detector import FusionDetector
+
+    rates = []
+    drop = FusionDetector._drop
+
+    def spy(self, present):
+        rates.append(self.modality_dropout)
+        return drop(self, present)
+
+    monkeypatch.setattr(FusionDetector, "_drop", spy)
+    data = ekit.tiny_experiment(checkpoint_interval=1)
+    data["model"]["fusion"].update(modality_dropout_start=0.25, modality_dropout_late={"lidar": 0.9},
+                                   modality_dropout_late_start=0.75)
+    train(ekit.make_config(data), tmp_path, stop_after=2, progress=False, nusc=nusc)
+    assert rates == [0.3]
+    train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
+    assert rates == [0.3, 0.3, {"camera": 0.3, "lidar": 0.9, "radar": 0.3}]
+    # The late phase is part of the recipe: a resume may not change it.
+    data["model"]["fusion"]["modality_dropout_late"] = {"lidar": 0.5}
+    with pytest.raises(ValueError, match="model.fusion.modality_dropout_late"):
+        train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
+
+
 def test_camera_model_takes_lidar_as_depth_target_only(tmp_path, ekit, nusc):
     """A camera-only model with depth supervision loads LiDAR (the target) but pastes no objects
     (they would exist in the point clouds only); without it, LiDAR is not loaded at all."""

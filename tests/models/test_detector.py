@@ -131,6 +131,37 @@ def test_modality_dropout_config():
         load_config(path, ExperimentConfig, ["model.fusion.modality_dropout=-0.1"])
 
 
+def test_modality_dropout_phases():
+    """dropout_at: no dropout before modality_dropout_start, the usual rates until
+    modality_dropout_late_start, then the late ones (a mapping overrides the sensors it names,
+    a number sets all); the late phase is checked like the usual rates and must start later."""
+    path = CONFIGS / "synthetic" / "fusion.yaml"
+    usual = {"camera": 0.25, "lidar": 0.1, "radar": 0.25}
+    f = load_config(path, ExperimentConfig, ["model.fusion.modality_dropout_start=0.1",
+                                            "model.fusion.modality_dropout_late={lidar: 0.5}",
+                                            "model.fusion.modality_dropout_late_start=0.75"]).model.fusion
+    assert [f.dropout_at(i, 100) for i in (0, 9)] == [0.0, 0.0]
+    assert f.dropout_at(10, 100) == usual and f.dropout_at(74, 100) == usual
+    assert f.dropout_at(75, 100) == {**usual, "lidar": 0.5} == f.dropout_at(99, 100)
+    f = load_config(path, ExperimentConfig, ["model.fusion.modality_dropout=0.2",
+                                            "model.fusion.modality_dropout_late={radar: 0.6}"]).model.fusion
+    # Default late start 0.875; a scalar usual rate becomes one entry per sensor.
+    assert f.dropout_at(874, 1000) == 0.2
+    assert f.dropout_at(875, 1000) == {"camera": 0.2, "lidar": 0.2, "radar": 0.6}
+    f = load_config(path, ExperimentConfig, ["model.fusion.modality_dropout_late=0.4"]).model.fusion
+    assert f.dropout_at(999, 1000) == 0.4
+    # No late phase configured (the shipped config): the usual rates to the end.
+    assert load_config(path, ExperimentConfig).model.fusion.dropout_at(999, 1000) == usual
+    with pytest.raises(ValueError, match=r"modality_dropout_late names unknown sensors \['sonar'\]"):
+        load_config(path, ExperimentConfig, ["model.fusion.modality_dropout_late={sonar: 0.5}"])
+    with pytest.raises(ValueError, match=r"modality_dropout_late \(lidar\) is a probability"):
+        load_config(path, ExperimentConfig, ["model.fusion.modality_dropout_late={lidar: 2}"])
+    with pytest.raises(ValueError, match=r"modality_dropout_late_start .* got 0.1"):
+        load_config(path, ExperimentConfig, ["model.fusion.modality_dropout_late=0.5",
+                                             "model.fusion.modality_dropout_start=0.2",
+                                             "model.fusion.modality_dropout_late_start=0.1"])
+
+
 def test_overfitting_two_frames_drives_the_loss_down(kit):
     torch.manual_seed(0)
     model = build_model(kit.tiny_config(("lidar", "radar"))).train()
