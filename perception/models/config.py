@@ -155,8 +155,8 @@ class FusionConfig:
         modality_dropout_late: rates for the end of the run, from ``modality_dropout_late_start``
             on: a mapping overrides the sensors it names (``{lidar: 0.5}``: LiDAR dropped in
             half the frames, the others as before), a number sets every sensor; None (default):
-            no late phase. A run learns with a sensor's usual share early and, at a low
-            learning rate, to work without it late.
+            no late phase: a run learns with a sensor's usual share early and practises
+            without it late (docs/results.md has what it measured).
         modality_dropout_late_start: fraction of ``train.max_iters`` at which the late rates
             take over (after ``modality_dropout_start``).
     """
