@@ -12,7 +12,10 @@
 #     model trained on);
 # and with LARGE_VAL=DIR a third, larger one: the `val` split of a v1.0-trainval world (e.g.
 #   `perception synth --out data/synthetic/train40 --version v1.0-trainval --scenes 40`: 7 val
-#   scenes, 280 samples, names disjoint from the mini world's), set name large_val.
+#   scenes, 280 samples, names disjoint from the mini world's), set name large_val;
+# and with UNSEEN_VAL=DIR another: the mini_val of a v1.0-mini world generated at a seed no model
+#   trained on (e.g. `perception synth --out data/synthetic/seed2026 --version v1.0-mini --seed
+#   2026`: 2 scenes, 80 samples), set name the folder's name.
 # A model whose file CKPT_DIR lacks is skipped (e.g. a fusion + LiDAR experiment); a row whose
 # metrics_summary.json exists is not run again. Each run writes
 # OUT_ROOT/<set>/<name>/metrics_summary.json (the devkit's format, fast backend: identical
@@ -41,6 +44,10 @@ SETS="train_world:data/synthetic/demo:v1.0-mini:mini_val demo_val:data/synthetic
 if [ -n "${LARGE_VAL:-}" ]; then
     [ -d "$LARGE_VAL/v1.0-trainval" ] || { echo "LARGE_VAL=$LARGE_VAL holds no v1.0-trainval world" >&2; exit 2; }
     SETS="$SETS large_val:$LARGE_VAL:v1.0-trainval:val"
+fi
+if [ -n "${UNSEEN_VAL:-}" ]; then
+    [ -d "$UNSEEN_VAL/v1.0-mini" ] || { echo "UNSEEN_VAL=$UNSEEN_VAL holds no v1.0-mini world" >&2; exit 2; }
+    SETS="$SETS $(basename "$UNSEEN_VAL"):$UNSEEN_VAL:v1.0-mini:mini_val"
 fi
 for set in $SETS; do
     IFS=: read -r s root version split <<< "$set"
