@@ -135,9 +135,10 @@ def test_resume_is_bitwise_identical(tmp_path, ekit, nusc):
     assert straight.losses and all(math.isfinite(v) for v in straight.losses.values())
 
 
-def test_modality_dropout_starts_after_its_share_of_the_run(tmp_path, ekit, nusc, monkeypatch):
-    """fusion.modality_dropout_start = 0.5 of 4 iterations: iterations 1-2 use every sensor,
-    3-4 drop at the configured rate, also across a resume between iterations 3 and 4."""
+@pytest.fixture
+def dropout_rates(monkeypatch):
+    """The rates each training iteration's modality dropout drew with, appended as it draws
+    (iterations without dropout draw nothing)."""
     from perception.models.detector import FusionDetector
 
     rates = []
@@ -148,38 +149,34 @@ def test_modality_dropout_starts_after_its_share_of_the_run(tmp_path, ekit, nusc
         return drop(self, present)
 
     monkeypatch.setattr(FusionDetector, "_drop", spy)
+    return rates
+
+
+def test_modality_dropout_starts_after_its_share_of_the_run(tmp_path, ekit, nusc, dropout_rates):
+    """fusion.modality_dropout_start = 0.5 of 4 iterations: iterations 1-2 use every sensor,
+    3-4 drop at the configured rate, also across a resume between iterations 3 and 4."""
     data = ekit.tiny_experiment(checkpoint_interval=1)
     data["model"]["fusion"]["modality_dropout_start"] = 0.5
     train(ekit.make_config(data), tmp_path, stop_after=3, progress=False, nusc=nusc)
-    assert rates == [0.3]
+    assert dropout_rates == [0.3]
     train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
-    assert rates == [0.3, 0.3]
+    assert dropout_rates == [0.3, 0.3]
     data["model"]["fusion"]["modality_dropout_start"] = 1.0
     with pytest.raises(ValueError, match="modality_dropout_start"):
         ekit.make_config(data)
 
 
-def test_modality_dropout_late_phase_takes_over_at_its_share(tmp_path, ekit, nusc, monkeypatch):
+def test_modality_dropout_late_phase_takes_over_at_its_share(tmp_path, ekit, nusc, dropout_rates):
     """modality_dropout_start 0.25 and late {lidar: 0.9} from 0.75 of 4 iterations: iteration 1
     uses every sensor, 2-3 the usual rate, 4 the late rates (the other sensors unchanged), also
     across a resume before the late phase."""
-    from perception.models.detector import FusionDetector
-
-    rates = []
-    drop = FusionDetector._drop
-
-    def spy(self, present):
-        rates.append(self.modality_dropout)
-        return drop(self, present)
-
-    monkeypatch.setattr(FusionDetector, "_drop", spy)
     data = ekit.tiny_experiment(checkpoint_interval=1)
     data["model"]["fusion"].update(modality_dropout_start=0.25, modality_dropout_late={"lidar": 0.9},
                                    modality_dropout_late_start=0.75)
     train(ekit.make_config(data), tmp_path, stop_after=2, progress=False, nusc=nusc)
-    assert rates == [0.3]
+    assert dropout_rates == [0.3]
     train(ekit.make_config(data), tmp_path, resume=True, progress=False, nusc=nusc)
-    assert rates == [0.3, 0.3, {"camera": 0.3, "lidar": 0.9, "radar": 0.3}]
+    assert dropout_rates == [0.3, 0.3, {"camera": 0.3, "lidar": 0.9, "radar": 0.3}]
     # The late phase is part of the recipe: a resume may not change it.
     data["model"]["fusion"]["modality_dropout_late"] = {"lidar": 0.5}
     with pytest.raises(ValueError, match="model.fusion.modality_dropout_late"):
