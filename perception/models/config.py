@@ -159,6 +159,12 @@ class FusionConfig:
             without it late (docs/results.md has what it measured).
         modality_dropout_late_start: fraction of ``train.max_iters`` at which the late rates
             take over (after ``modality_dropout_start``).
+        subset_loss: sensor subsets trained on every frame besides the frame's own sensors:
+            in training, each frame that uses a sensor outside a subset and one inside it is
+            fused again from the subset's sensors alone (the encoders run once) and decoded by
+            the same head, its loss added as ``loss_subset``. ``[[camera, radar]]`` trains the
+            LiDAR-missing path on every frame instead of only the frames LiDAR dropout drops.
+        subset_loss_weight: weight of ``loss_subset`` (each subset's head loss, summed).
     """
 
     channels: int = 128
@@ -169,9 +175,20 @@ class FusionConfig:
     modality_dropout_start: float = 0.0
     modality_dropout_late: float | dict[str, float] | None = None
     modality_dropout_late_start: float = 0.875
+    subset_loss: tuple[tuple[str, ...], ...] = ()
+    subset_loss_weight: float = 1.0
 
     def __post_init__(self):
         _check_dropout_rates("fusion.modality_dropout", self.modality_dropout)
+        for subset in self.subset_loss:
+            unknown = sorted(set(subset) - set(MODALITIES))
+            if not subset or unknown or len(set(subset)) != len(subset):
+                raise ValueError(f"fusion.subset_loss entry {list(subset)} must name distinct "
+                                 f"sensors of {list(MODALITIES)}"
+                                 + (f" (unknown: {unknown})" if unknown else ""))
+        if not self.subset_loss_weight > 0:
+            raise ValueError("fusion.subset_loss_weight must be > 0, got "
+                             f"{self.subset_loss_weight}")
         if not 0.0 <= self.modality_dropout_start < 1.0:
             raise ValueError("fusion.modality_dropout_start is a fraction of train.max_iters in "
                              f"[0, 1), got {self.modality_dropout_start}")
@@ -284,6 +301,10 @@ class ModelConfig:
         if len(self.head.nms_radius) != len(self.head.class_groups):
             raise ValueError("head.nms_radius needs one entry per class group")
         check_flips(self.test_flips, self.grid)
+        for subset in self.fusion.subset_loss:
+            if not set(subset) < set(self.modalities):
+                raise ValueError(f"fusion.subset_loss entry {list(subset)} must be a proper subset "
+                                 f"of model.modalities {list(self.modalities)}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from perception.models.config import MODALITIES, ModelConfig, check_flips
 from perception.models.fusion import AttentionFuser
 from perception.models.heads import CenterHead
 from perception.models.lidar import HeightCollapse, LidarEncoder, SparseBackbone3D
-from perception.models.outputs import BEVFeatures, DetectorOutput
+from perception.models.outputs import BEVFeatures, DetectorOutput, SubsetOutput
 from perception.models.radar import RadarEncoder
 from perception.models.radar.velocity import refine_velocity
 from perception.models.tta import flip_batch, merge_heads, unflip_heads
@@ -50,12 +50,17 @@ class FusionDetector(nn.Module):
         refine_velocity: ``predict`` replaces the velocity (and front/back heading) of each
             vehicle by what its radar returns measure, in frames that use radar
             (``perception.models.radar.velocity``).
+        subset_loss: sensor subsets also trained on every frame (``FusionConfig.subset_loss``):
+            in training, the frames whose sensors the subset changes (and leaves non-empty) are
+            fused again from the subset alone and decoded; their loss is ``loss_subset``.
+        subset_loss_weight: weight of ``loss_subset``.
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
                  head: CenterHead, image_size: tuple[int, int] | None = None,
                  modality_dropout: float | Mapping[str, float] = 0.0, depth_weight: float = 0.0,
-                 test_flips: Sequence[str] = (), refine_velocity: bool = False):
+                 test_flips: Sequence[str] = (), refine_velocity: bool = False,
+                 subset_loss: Sequence[Sequence[str]] = (), subset_loss_weight: float = 1.0):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -72,6 +77,12 @@ class FusionDetector(nn.Module):
         self.depth_weight = depth_weight if "camera" in self.modalities else 0.0
         self.test_flips = check_flips(test_flips, grid)
         self.refine_velocity = refine_velocity
+        for subset in subset_loss:
+            if not set(subset) < set(self.modalities):
+                raise ValueError(f"subset_loss entry {list(subset)} must be a proper subset of "
+                                 f"the model's sensors {self.modalities}")
+        self.subset_loss = tuple(tuple(s) for s in subset_loss)
+        self.subset_loss_weight = subset_loss_weight
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
@@ -151,8 +162,27 @@ class FusionDetector(nn.Module):
         bevs = self.encode(batch, present)
         fused = self.fuser(bevs, present.to(batch.lidar_mask.device))
         camera = bevs.get("camera")
+        subsets = self._subsets(bevs, present) if self.training else ()
         return DetectorOutput(heads=self.head(fused), present=present, fused=fused,
-                              depth_logits=None if camera is None else camera.depth_logits)
+                              depth_logits=None if camera is None else camera.depth_logits,
+                              subsets=subsets)
+
+    def _subsets(self, bevs: dict[str, BEVFeatures], present: Tensor) -> tuple[SubsetOutput, ...]:
+        """The ``subset_loss`` forwards: per subset, the frames it changes, fused from the
+        subset's sensors alone (the encoders' maps reused) and decoded."""
+        out = []
+        for subset in self.subset_loss:
+            sub = present & torch.tensor([m in subset for m in self.modalities])[None]
+            frames = torch.nonzero(sub.any(1) & (sub != present).any(1)).squeeze(1)
+            if len(frames) == 0:
+                continue
+            dev = next(iter(bevs.values())).features.device
+            idx = frames.to(dev)
+            sub_bevs = {m: BEVFeatures(f.features[idx], f.valid[idx])
+                        for m, f in bevs.items() if m in subset}
+            fused = self.fuser(sub_bevs, sub[frames].to(dev))
+            out.append(SubsetOutput(subset, frames, self.head(fused)))
+        return tuple(out)
 
     def loss(self, outputs: DetectorOutput, batch: Batch) -> dict[str, Tensor]:
         """Weighted loss terms (``loss_heatmap``, ``loss_regression``, ``loss_attribute``, and
@@ -160,6 +190,14 @@ class FusionDetector(nn.Module):
         losses = self.head.loss(outputs.heads, batch.gt)
         if self.depth_weight > 0:
             losses["loss_depth"] = self.depth_weight * self._depth_loss(outputs, batch)
+        if self.subset_loss and self.training:
+            # Present in every training step (0 when dropout left no frame to change), so that
+            # the log has the same columns throughout.
+            total = outputs.fused.sum() * 0.0
+            for sub in outputs.subsets:
+                terms = self.head.loss(sub.heads, [batch.gt[i] for i in sub.frames.tolist()])
+                total = total + sum(terms.values())
+            losses["loss_subset"] = self.subset_loss_weight * total
         return losses
 
     def _depth_loss(self, outputs: DetectorOutput, batch: Batch) -> Tensor:
@@ -265,4 +303,5 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                           image_size=cfg.camera.image_size if "camera" in encoders else None,
                           modality_dropout=f.modality_dropout,
                           depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips,
-                          refine_velocity=cfg.radar.refine_velocity)
+                          refine_velocity=cfg.radar.refine_velocity,
+                          subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight)

@@ -42,6 +42,21 @@ class HeadOutput:
 
 
 @dataclass
+class SubsetOutput:
+    """The head maps of some frames fused again from a subset of their sensors.
+
+    Attributes:
+        sensors: the subset (sensor names).
+        frames: (F,) int64 CPU, the batch frames these maps belong to (rows of ``heads``).
+        heads: one ``HeadOutput`` per class group, batch dimension F.
+    """
+
+    sensors: tuple[str, ...]
+    frames: Tensor
+    heads: tuple[HeadOutput, ...]
+
+
+@dataclass
 class DetectorOutput:
     """What ``FusionDetector.forward`` returns.
 
@@ -51,9 +66,12 @@ class DetectorOutput:
             for each frame (after modality dropout).
         fused: (B, C, H, W) fused BEV features.
         depth_logits: the camera encoder's (B, N, D, h, w) depth logits when it ran, else None.
+        subsets: in training, one ``SubsetOutput`` per ``subset_loss`` subset that changed some
+            frame's sensors; empty otherwise.
     """
 
     heads: tuple[HeadOutput, ...]
     present: Tensor
     fused: Tensor
     depth_logits: Tensor | None = None
+    subsets: tuple[SubsetOutput, ...] = ()

@@ -59,14 +59,19 @@ def test_per_frame_missing_sensors_are_masked(kit):
     out = model(batch)
     assert out.present.tolist() == [[True, False, True], [False, True, True]]
     # Frame 0 without LiDAR equals the same frame run alone with camera + radar.
-    single = replace(batch, tokens=batch.tokens[:1], lidar_points=batch.lidar_points[:1],
-                     lidar_mask=batch.lidar_mask[:1], radar_points=batch.radar_points[:1],
-                     radar_mask=batch.radar_mask[:1], images=batch.images[:1],
-                     camera_mask=batch.camera_mask[:1], intrinsics=batch.intrinsics[:1],
-                     ego_T_camera=batch.ego_T_camera[:1], img_aug=batch.img_aug[:1],
-                     gt=batch.gt[:1], timestamps=batch.timestamps[:1])
-    torch.testing.assert_close(model(single, modalities=("camera", "radar")).fused[0],
+    torch.testing.assert_close(model(_frame(batch, 0), modalities=("camera", "radar")).fused[0],
                                out.fused[0], atol=1e-5, rtol=1e-5)
+
+
+def _frame(batch, i: int):
+    """Frame ``i`` of ``batch`` as a batch of one."""
+    s = slice(i, i + 1)
+    return replace(batch, tokens=batch.tokens[s], lidar_points=batch.lidar_points[s],
+                   lidar_mask=batch.lidar_mask[s], radar_points=batch.radar_points[s],
+                   radar_mask=batch.radar_mask[s], images=batch.images[s],
+                   camera_mask=batch.camera_mask[s], intrinsics=batch.intrinsics[s],
+                   ego_T_camera=batch.ego_T_camera[s], img_aug=batch.img_aug[s],
+                   gt=batch.gt[s], timestamps=batch.timestamps[s])
 
 
 def test_frame_without_any_requested_sensor_is_an_error(kit):
@@ -160,6 +165,69 @@ def test_modality_dropout_phases():
         load_config(path, ExperimentConfig, ["model.fusion.modality_dropout_late=0.5",
                                              "model.fusion.modality_dropout_start=0.2",
                                              "model.fusion.modality_dropout_late_start=0.1"])
+
+
+def test_subset_loss_trains_the_subset_path_on_the_frames_it_changes(kit):
+    """subset_loss [[camera, radar]]: a frame that used LiDAR is fused again without it, and
+    those head maps are exactly what a camera + radar forward of that frame gives; its loss
+    (``loss_subset``) trains the camera and radar encoders, never the LiDAR one."""
+    torch.manual_seed(0)
+    cfg = kit.tiny_config()
+    cfg = replace(cfg, fusion=replace(cfg.fusion, subset_loss=(("camera", "radar"),),
+                                      subset_loss_weight=0.5))
+    model = build_model(cfg).train()
+    full = kit.make_batch(grid=kit.grid, batch_size=2, boxes_per_frame=3, seed=3)
+    # Every frame has LiDAR: the subset pass is a camera + radar forward of the same batch
+    # (same encoder features, BatchNorm in training mode included).
+    sub = model(full).subsets[0]
+    assert sub.frames.tolist() == [0, 1]
+    for a, b in zip(sub.heads, model(full, modalities=("camera", "radar")).heads):
+        torch.testing.assert_close(a.heatmap, b.heatmap, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.regression, b.regression, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.attribute, b.attribute, atol=1e-5, rtol=1e-5)
+    batch = replace(full, lidar_mask=torch.tensor([False, True]),
+                    lidar_points=[torch.zeros(0, 5), full.lidar_points[1]])
+    out = model(batch)
+    assert len(out.subsets) == 1                   # frame 0 has no LiDAR: nothing to change
+    sub = out.subsets[0]
+    assert sub.sensors == ("camera", "radar") and sub.frames.tolist() == [1]
+    assert sub.heads[0].heatmap.shape[0] == 1
+    losses = model.loss(out, batch)
+    expected = 0.5 * sum(model.head.loss(sub.heads, [batch.gt[1]]).values())
+    torch.testing.assert_close(losses["loss_subset"], expected)
+    assert losses["loss_subset"] > 0
+    losses["loss_subset"].backward()
+    grads = {m: [p.grad for p in model.encoders[m].parameters()] for m in model.modalities}
+    assert all(g is None or not g.any() for g in grads["lidar"])
+    for m in ("camera", "radar"):
+        assert any(g is not None and g.abs().sum() > 0 for g in grads[m]), m
+    # No frame with LiDAR: no subset pass, a zero loss_subset (the log keeps its columns);
+    # at inference nothing of the kind.
+    out = model(batch, modalities=("camera", "radar"))
+    assert out.subsets == () and float(model.loss(out, batch)["loss_subset"].detach()) == 0.0
+    model.eval()
+    assert model(batch).subsets == () and "loss_subset" not in model.loss(model(batch), batch)
+
+
+def test_subset_loss_config():
+    """subset_loss names distinct known sensors forming a proper subset of the model's; the
+    errors name the field."""
+    path = CONFIGS / "synthetic" / "fusion.yaml"
+    cfg = load_config(path, ExperimentConfig, ["model.fusion.subset_loss=[[camera, radar]]"])
+    assert cfg.model.fusion.subset_loss == (("camera", "radar"),)
+    assert build_model(cfg.model).subset_loss == (("camera", "radar"),)
+    for bad, message in [
+            ("[[camera, sonar]]", r"entry \['camera', 'sonar'\] .* \(unknown: \['sonar'\]\)"),
+            ("[[]]", r"subset_loss entry \[\] must name"),
+            ("[[radar, radar]]", r"entry \['radar', 'radar'\] must name distinct"),
+            ("[[camera, lidar, radar]]", "must be a proper subset of model.modalities")]:
+        with pytest.raises(ValueError, match=message):
+            load_config(path, ExperimentConfig, [f"model.fusion.subset_loss={bad}"])
+    with pytest.raises(ValueError, match="proper subset of model.modalities"):
+        load_config(CONFIGS / "synthetic" / "camera_radar.yaml", ExperimentConfig,
+                    ["model.fusion.subset_loss=[[camera, radar]]"])
+    with pytest.raises(ValueError, match="subset_loss_weight must be > 0, got 0"):
+        load_config(path, ExperimentConfig, ["model.fusion.subset_loss_weight=0"])
 
 
 def test_overfitting_two_frames_drives_the_loss_down(kit):
