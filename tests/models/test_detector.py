@@ -302,10 +302,11 @@ def test_shipped_configs_load_and_build(name):
         fusion = load_config(CONFIGS / "synthetic/fusion.yaml", ExperimentConfig)
         a, b = config_to_dict(cfg), config_to_dict(fusion)
         for d in (a, b):
-            # Baselines differ from the fusion model in the sensors and the modality dropout
-            # (how often each sensor is hidden in training) only.
+            # Baselines differ from the fusion model in the sensors, the modality dropout (how
+            # often each sensor is hidden in training) and the subset loss only.
             d["model"].pop("modalities")
-            for k in ("modality_dropout", "modality_dropout_late", "modality_dropout_late_start"):
+            for k in ("modality_dropout", "modality_dropout_late", "modality_dropout_late_start",
+                      "subset_loss"):
                 d["model"]["fusion"].pop(k)
         assert a == b
 
