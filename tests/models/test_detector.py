@@ -201,10 +201,11 @@ def test_subset_loss_trains_the_subset_path_on_the_frames_it_changes(kit):
     assert all(g is None or not g.any() for g in grads["lidar"])
     for m in ("camera", "radar"):
         assert any(g is not None and g.abs().sum() > 0 for g in grads[m]), m
-    # No frame with LiDAR: no subset pass, a zero loss_subset (the log keeps its columns);
-    # at inference nothing of the kind.
+    # No frame with LiDAR, or none with camera or radar: no subset pass, a zero loss_subset
+    # (the log keeps its columns); at inference nothing of the kind.
     out = model(batch, modalities=("camera", "radar"))
     assert out.subsets == () and float(model.loss(out, batch)["loss_subset"].detach()) == 0.0
+    assert model(full, modalities=("lidar",)).subsets == ()
     model.eval()
     assert model(batch).subsets == () and "loss_subset" not in model.loss(model(batch), batch)
 
