@@ -171,12 +171,12 @@ class FusionDetector(nn.Module):
         """The ``subset_loss`` forwards: per subset, the frames it changes, fused from the
         subset's sensors alone (the encoders' maps reused) and decoded."""
         out = []
+        dev = next(iter(bevs.values())).features.device
         for subset in self.subset_loss:
             sub = present & torch.tensor([m in subset for m in self.modalities])[None]
             frames = torch.nonzero(sub.any(1) & (sub != present).any(1)).squeeze(1)
             if len(frames) == 0:
                 continue
-            dev = next(iter(bevs.values())).features.device
             idx = frames.to(dev)
             sub_bevs = {m: BEVFeatures(f.features[idx], f.valid[idx])
                         for m, f in bevs.items() if m in subset}
