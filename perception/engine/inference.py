@@ -139,7 +139,8 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
 
 @torch.no_grad()
 def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | None = None,
-                  progress: bool = True, on_frame=None) -> list[tuple[str, Detections, Tensor]]:
+                  progress: bool = True, on_frame=None,
+                  temporal=None) -> list[tuple[str, Detections, Tensor]]:
     """Run ``model.predict`` over every batch of ``loader``.
 
     Args:
@@ -152,6 +153,8 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
         progress: a progress bar on stderr.
         on_frame: optional ``f(frame, detections)`` called for every Frame (loaders of Frames
             only), e.g. to draw it.
+        temporal: optional ``perception.models.temporal.TemporalVelocity``, applied to every
+            frame's detections in loader order (which must be time order within a scene).
     Returns:
         One ``(sample token, Detections in its ego frame (CPU), global_T_ego (4, 4) float64)``
         per sample, in loader order.
@@ -183,11 +186,16 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
                     dets[token] = d.to("cpu")
             for token, f in frames.items():
                 d = dets.get(token, Detections.cat([]))
+                if temporal is not None:
+                    d = temporal(f.scene_token, f.timestamp, f.global_T_ego, d)
                 out.append((token, d, f.global_T_ego.cpu()))
                 if on_frame is not None:
                     on_frame(f, d)
             continue
         batch = item
+        if temporal is not None:
+            raise ValueError("temporal velocity needs a loader of Frames (build_eval_loader): "
+                             "a Batch carries no scene")
         dets = model.predict(batch.to(device), modalities=modalities)
         for b, d in enumerate(dets):
             out.append((batch.tokens[b], d.to("cpu"), batch.global_T_ego[b].cpu()))
@@ -309,8 +317,13 @@ def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out
     loader = build_eval_loader(cfg, dataroot, version, split, mods, batch_size=batch_size,
                                num_workers=num_workers, nusc=nusc)
     on_frame = None if bev_dir is None else bev_picture_writer(bev_dir, bev_min_score)
+    temporal = None
+    if cfg.model.temporal_velocity:
+        from perception.models.temporal import TemporalVelocity
+
+        temporal = TemporalVelocity(cfg.model.classes)
     items = run_inference(model, loader, device=device, modalities=mods, progress=progress,
-                          on_frame=on_frame)
+                          on_frame=on_frame, temporal=temporal)
     out_dir = Path(out_dir)
     path = write_results(to_results(items, results_meta(mods), cfg.model.classes),
                          out_dir / "results_nusc.json")

@@ -17,7 +17,7 @@ FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_
 # ModelConfig fields that only change what ``predict`` does after training (no weights, no
 # effect on the loss): a resumed run may change them, and a checkpoint trained with other values
 # is still the model its config describes.
-INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity")
+INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity", "temporal_velocity")
 
 
 def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:
@@ -277,6 +277,11 @@ class ModelConfig:
     mirror images ``"x"`` (x -> -x), ``"y"`` and ``"xy"`` listed here and averages the head maps
     (``perception.models.tta``); each view costs one more forward. Empty: off. Training never
     uses it. Needs a grid symmetric about the ego origin along the mirrored axes.
+
+    ``temporal_velocity``: over a sequence (``perception eval``), each detection of a moving
+    class matched to the previous keyframe's detections of its scene gives its velocity (and
+    front/back, a pedestrian's heading) where it clearly moves and the network or radar said
+    otherwise (``perception.models.temporal``). Uses past frames only; no weights.
     """
 
     grid: BEVGrid = field(default_factory=BEVGrid)
@@ -288,6 +293,7 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     test_flips: tuple[str, ...] = ()
+    temporal_velocity: bool = False
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)

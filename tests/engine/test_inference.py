@@ -180,3 +180,41 @@ def test_eval_survives_corrupt_sensor_files(ekit, nusc, tmp_path):
     res = json.loads((tmp_path / "e2" / "results_nusc.json").read_text())
     assert len(res["results"]) == 41
     assert res["results"][sample["token"]] == []
+
+
+def test_run_inference_applies_the_temporal_step_in_order(ekit, nusc, tmp_path):
+    """``run_inference(temporal=...)`` gives each frame's detections to the step in loader order
+    with its scene, time and pose: the same as running the step afterwards by hand. (The step is
+    set to change every match, so the comparison is not vacuous on a one-step model.)"""
+    from perception.engine.checkpoint import model_state
+    from perception.engine.inference import build_eval_loader, run_inference
+    from perception.engine.train import train
+    from perception.models import build_model
+    from perception.models.temporal import TemporalVelocity
+    from perception.structures.batch import collate
+
+    data = ekit.tiny_experiment(max_iters=1, checkpoint_interval=1)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    cfg = ekit.make_config(data)
+    train(cfg, tmp_path / "run", progress=False, nusc=nusc)
+    model = build_model(cfg.model)
+    model.load_state_dict(model_state(tmp_path / "run" / "latest.pt"))
+    mods = ("lidar", "radar")
+
+    def step():
+        return TemporalVelocity(DETECTION_CLASSES, min_score=0.0, disagree=0.0,
+                                min_speed={c: 0.0 for c in DETECTION_CLASSES})
+
+    frames = list(build_eval_loader(cfg, ekit.dataroot, "v1.0-mini", "mini_val", mods, nusc=nusc))
+    plain = run_inference(model, frames, modalities=mods, progress=False)
+    hooked = run_inference(model, frames, modalities=mods, progress=False, temporal=step())
+    by_hand, changed = step(), 0
+    for (tok, d, T), (tok2, h, T2), [f] in zip(plain, hooked, frames):
+        assert tok == tok2 == f.token and torch.equal(T, T2)
+        expected = by_hand(f.scene_token, f.timestamp, f.global_T_ego, d)
+        assert torch.equal(expected.boxes.tensor, h.boxes.tensor)
+        changed += int((h.boxes.tensor != d.boxes.tensor).any(1).sum())
+    assert changed > 0
+    with pytest.raises(ValueError, match="loader of Frames"):
+        run_inference(model, [collate(frames[0])], modalities=mods, progress=False,
+                      temporal=step())

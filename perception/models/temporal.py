@@ -1,0 +1,188 @@
+"""Velocity from the previous keyframe: each detection matched to where it was 0.5 s before.
+
+The network learns speed late at the budgets we train (docs/training.md, "Why velocity and
+heading still lag"), and radar measures it only for what returns enough Doppler
+(``perception.models.radar.velocity``): cars, trucks and buses, not motorcycles, bicycles or
+pedestrians (the synthetic world's motorcycles return 0.6 moving returns a box, pedestrians
+~1). But a detector that runs over a sequence sees every object twice: its displacement
+between two keyframes over the time between them is its velocity. This step does that, after
+decoding and after the radar refinement, using past frames only (as the nuScenes detection
+rules allow):
+
+- Matching, in the global frame: each detection of a moving class (vehicles, cycles,
+  pedestrians) is paired with a detection of the same class in the previous keyframe of the
+  same scene, nearest first over all pairs (greedy), within a class gate around where its
+  current velocity puts it ``dt`` earlier (``max_speed * dt``, the velocity undone first).
+- Velocity: ``(centre - previous centre) / dt``. It replaces the detection's velocity only
+  where the object is clearly moving (the estimate at least ``min_speed`` of its class, above
+  the jitter of two centre estimates) and the current velocity disagrees by more than
+  ``disagree`` m/s: a radar-measured speed (which agrees) and a parked car's zero (which is
+  below ``min_speed``) are kept.
+- Heading: a vehicle or cycle moving against its predicted heading is turned round (they
+  drive forwards); a moving pedestrian faces where it walks. The attribute becomes the moving
+  one of its class.
+
+The first keyframe of a scene (and a frame more than ``max_dt`` after its predecessor, or one
+whose predecessor had no detections) keeps what the network and radar gave. Boxes are in the
+global frame here; ``TemporalVelocity`` wraps it for detections in each frame's ego frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from perception.structures.boxes import Boxes3D
+from perception.structures.instances import Detections
+from perception.structures.labels import ATTRIBUTE_NAMES, attribute_prefix
+
+# m/s: the fastest each class is expected to move (the gate), and the speed from which its
+# displacement is trusted over the jitter of two centre estimates (~0.2-0.3 m for vehicles,
+# ~0.1 m for pedestrians, over 0.5 s).
+MAX_SPEED = {"car": 25.0, "truck": 20.0, "bus": 20.0, "trailer": 20.0,
+             "construction_vehicle": 10.0, "motorcycle": 25.0, "bicycle": 12.0,
+             "pedestrian": 3.0}
+MIN_SPEED = {"car": 1.5, "truck": 1.5, "bus": 1.5, "trailer": 1.5, "construction_vehicle": 1.5,
+             "motorcycle": 1.5, "bicycle": 1.0, "pedestrian": 0.5}
+_MOVING = {"vehicle.": ATTRIBUTE_NAMES.index("vehicle.moving"),
+           "cycle.": ATTRIBUTE_NAMES.index("cycle.with_rider"),
+           "pedestrian.": ATTRIBUTE_NAMES.index("pedestrian.moving")}
+
+
+def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
+                           prev_labels: Tensor, prev_scores: Tensor, dt: float,
+                           classes: Sequence[str], *, min_score: float = 0.3,
+                           disagree: float = 1.0, max_speed: dict | None = None,
+                           min_speed: dict | None = None) -> tuple[Tensor, Tensor]:
+    """New boxes (velocity, heading) for one frame from the previous keyframe's, global frame.
+
+    Args:
+        boxes: (N, 9) this frame's boxes (x, y, z, l, w, h, yaw, vx, vy), global frame.
+        labels, scores: (N,) of them.
+        prev_boxes, prev_labels, prev_scores: the previous keyframe's, global frame.
+        dt: seconds between the two keyframes (> 0).
+        classes: class names of the labels.
+        min_score: detections scoring less take no part (neither side).
+        disagree: m/s; the estimate replaces a velocity that differs from it by more than this.
+        max_speed, min_speed: per class m/s (defaults ``MAX_SPEED``, ``MIN_SPEED``); classes
+            absent from ``max_speed`` (barriers, cones) are left alone.
+    Returns:
+        ``(boxes, moving)``: the boxes with velocities and headings updated, and an (N,) bool
+        mask of the ones this step found moving and changed.
+    """
+    if dt <= 0:
+        raise ValueError(f"dt must be > 0, got {dt}")
+    max_speed = MAX_SPEED if max_speed is None else max_speed
+    min_speed = MIN_SPEED if min_speed is None else min_speed
+    out = boxes.clone()
+    moving = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    if len(boxes) == 0 or len(prev_boxes) == 0:
+        return out, moving
+    gate = torch.tensor([max_speed.get(c, 0.0) * dt for c in classes], device=boxes.device,
+                        dtype=torch.float64)
+    floor = torch.tensor([min_speed.get(c, math.inf) for c in classes], device=boxes.device,
+                         dtype=torch.float64)
+    b, p = boxes.double(), prev_boxes.to(boxes.device).double()   # global: ~1e3 m
+    # Where each detection was dt ago by its own velocity (0 where the network has none).
+    back = b[:, :2] - torch.nan_to_num(b[:, 7:9]) * dt
+    dist = torch.cdist(back, p[:, :2])                                         # (N, M)
+    ok = ((labels.to(boxes.device)[:, None] == prev_labels.to(boxes.device)[None])
+          & (scores.to(boxes.device)[:, None] >= min_score)
+          & (prev_scores.to(boxes.device)[None] >= min_score)
+          & (dist <= gate[labels.to(boxes.device)][:, None]))
+    if not bool(ok.any()):
+        return out, moving
+    # Greedy over all pairs, nearest first: each detection and each previous one used once.
+    rows, cols = torch.nonzero(ok, as_tuple=True)
+    order = torch.argsort(dist[rows, cols], stable=True)
+    used_r, used_c = set(), set()
+    pairs = []
+    for k in order.tolist():
+        r, c = int(rows[k]), int(cols[k])
+        if r in used_r or c in used_c:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((r, c))
+    r = torch.tensor([a for a, _ in pairs], device=boxes.device)
+    c = torch.tensor([a for _, a in pairs], device=boxes.device)
+    v = (b[r, :2] - p[c, :2]) / dt
+    speed = v.norm(dim=1)
+    lab = labels.to(boxes.device)[r]
+    own = torch.nan_to_num(b[r, 7:9])
+    change = (speed >= floor[lab]) & ((v - own).norm(dim=1) > disagree)
+    r, v, lab = r[change], v[change], lab[change]
+    out[r, 7:9] = v.to(out.dtype)
+    moving[r] = True
+    # Heading: vehicles and cycles face their motion (turned round when it points backwards),
+    # pedestrians face it.
+    yaw = b[r, 6]
+    heading = torch.stack([torch.cos(yaw), torch.sin(yaw)], 1)
+    backwards = (heading * v).sum(1) < 0
+    is_ped = torch.tensor([classes[int(i)] == "pedestrian" for i in lab], dtype=torch.bool,
+                          device=boxes.device)
+    new_yaw = torch.where(backwards & ~is_ped,
+                          torch.remainder(yaw + 2 * math.pi, 2 * math.pi) - math.pi, yaw)
+    new_yaw = torch.where(is_ped, torch.atan2(v[:, 1], v[:, 0]), new_yaw)
+    out[r, 6] = new_yaw.to(out.dtype)
+    return out, moving
+
+
+@dataclass
+class TemporalVelocity:
+    """The stateful step over a sequence of frames (``perception eval``; any replay in order).
+
+    Call it once per frame, in time order, with the frame's detections in its ego frame; it
+    remembers the last frame of each scene. Frames of other scenes in between are fine.
+
+    Args:
+        classes: class names of the labels.
+        max_dt: seconds; a predecessor older than this is not used.
+        min_score, disagree, max_speed, min_speed: see ``velocity_from_previous``.
+    """
+
+    classes: Sequence[str]
+    max_dt: float = 1.0
+    min_score: float = 0.3
+    disagree: float = 1.0
+    max_speed: dict | None = None
+    min_speed: dict | None = None
+    _last: dict = field(default_factory=dict, repr=False)
+
+    def __call__(self, scene: str, timestamp: int, global_T_ego: Tensor,
+                 dets: Detections) -> Detections:
+        """``dets`` (ego frame of the sample at ``timestamp`` µs) with velocities and headings
+        from the scene's previous frame; the frame is remembered for the next call."""
+        T = global_T_ego.to("cpu", torch.float64)
+        glob = dets.boxes.to("cpu").to(torch.float64).transform(T).tensor
+        labels, scores = dets.labels.cpu(), dets.scores.cpu()
+        prev = self._last.get(scene)
+        out = dets
+        if prev is not None and 0 < (timestamp - prev[0]) / 1e6 <= self.max_dt:
+            new, moving = velocity_from_previous(
+                glob, labels, scores, prev[1], prev[2], prev[3], (timestamp - prev[0]) / 1e6,
+                self.classes, min_score=self.min_score, disagree=self.disagree,
+                max_speed=self.max_speed, min_speed=self.min_speed)
+            if bool(moving.any()):
+                ego = Boxes3D(new).transform(torch.linalg.inv(T)).tensor
+                boxes = dets.boxes.tensor.clone()
+                idx = torch.nonzero(moving).squeeze(1).to(boxes.device)
+                boxes[idx] = ego[moving].to(boxes.device, boxes.dtype)
+                attrs = dets.attributes
+                if attrs is not None:
+                    attrs = attrs.clone()
+                    for i in idx.tolist():
+                        prefix = attribute_prefix(self.classes[int(dets.labels[i])])
+                        if prefix is not None:
+                            attrs[i] = _MOVING[prefix]
+                out = replace(dets, boxes=Boxes3D(boxes), attributes=attrs)
+                glob = new
+        if prev is None or timestamp >= prev[0]:
+            self._last[scene] = (timestamp, glob, labels, scores)
+        return out
+
+
+__all__ = ["MAX_SPEED", "MIN_SPEED", "TemporalVelocity", "velocity_from_previous"]
