@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 import torch
 
 from real_scene import DATAROOT, VERSION, needs_scene
@@ -94,3 +96,42 @@ def test_probe_velocity_on_the_real_scene(tmp_path, capsys):
     zeroed[next(iter(zeroed))] = []
     paths[1].write_text(json.dumps({"meta": {}, "results": zeroed}))
     assert probe.main([str(paths[1]), str(paths[0]), *common]) == 2
+
+
+@needs_scene
+def test_temporal_results_on_the_real_scene(tmp_path, capsys):
+    """scene-0916's ground truth as detections with velocities zeroed: the tool gives the moving
+    boxes their velocity back from the keyframe-to-keyframe displacement (the parked ones stay
+    at 0), and names a sample the file lacks."""
+    from nuscenes import NuScenes
+    from nuscenes.eval.common.loaders import load_gt
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    tool = load_tool("temporal_results")
+    gt = load_gt(NuScenes(version=VERSION, dataroot=str(DATAROOT), verbose=False), "mini_val",
+                 DetectionBox, verbose=False)
+    results = {token: [{"sample_token": token, "translation": list(b.translation),
+                        "size": list(b.size), "rotation": list(b.rotation),
+                        "velocity": [0.0, 0.0], "detection_name": b.detection_name,
+                        "detection_score": 0.9, "attribute_name": b.attribute_name}
+                       for b in gt[token]] for token in gt.sample_tokens}
+    path = tmp_path / "zeroed.json"
+    path.write_text(json.dumps({"meta": {}, "results": results}))
+    common = ["--dataroot", str(DATAROOT), "--version", VERSION, "--split", "mini_val",
+              "--metrics", "none"]
+    assert tool.main([str(path), "--out", str(tmp_path / "out"), *common]) == 0
+    assert int(capsys.readouterr().out.split()[0]) >= 100
+    out = json.loads((tmp_path / "out" / "results_nusc.json").read_text())["results"]
+    errors, parked_touched = [], 0
+    for token in gt.sample_tokens:
+        for box, row in zip(gt[token], out[token]):
+            truth = np.nan_to_num(np.asarray(box.velocity, dtype=float))
+            if np.hypot(*truth) < 0.5:
+                parked_touched += row["velocity"] != [0.0, 0.0]
+            elif row["velocity"] != [0.0, 0.0]:
+                errors.append(float(np.hypot(*(np.asarray(row["velocity"]) - truth))))
+    assert parked_touched == 0 and len(errors) >= 100 and np.mean(errors) < 0.3
+    del results[gt.sample_tokens[3]]
+    path.write_text(json.dumps({"meta": {}, "results": results}))
+    assert tool.main([str(path), "--out", str(tmp_path / "o2"), *common]) == 2
+    assert gt.sample_tokens[3] in capsys.readouterr().err

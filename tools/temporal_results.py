@@ -1,0 +1,112 @@
+"""Velocity from the previous keyframe (``model.temporal_velocity``) applied to a results file.
+
+    python tools/temporal_results.py RESULTS_JSON --dataroot D --version V --split S --out DIR \\
+        [--min-score 0.3] [--disagree 1.0] [--metrics fast|devkit|check|none]
+
+The same step ``perception eval`` runs when ``model.temporal_velocity`` is on
+(``perception.models.temporal.velocity_from_previous``), here on a submission's boxes, which
+are already in the global frame: per scene, keyframe after keyframe, each detection is matched
+to the previous keyframe's. It writes DIR/results_nusc.json and, unless ``--metrics none``,
+DIR/metrics_summary.json with the metrics printed. Uses: adding the step to results from another
+detector, or trying its parameters without running the network again (docs/results.md,
+"Velocity from the previous keyframe", chose ``--min-score`` so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+MOVING_ATTRIBUTE = {"vehicle.": "vehicle.moving", "cycle.": "cycle.with_rider",
+                    "pedestrian.": "pedestrian.moving"}
+
+
+def apply(results: dict, nusc, split: str, *, min_score: float = 0.3,
+          disagree: float = 1.0) -> int:
+    """Update ``results["results"]`` in place, scene by scene in time order; returns how many
+    boxes changed. Samples of the split missing from the file raise ``KeyError`` naming them."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from perception.models.temporal import velocity_from_previous
+    from perception.structures.boxes import Boxes3D
+    from perception.structures.labels import DETECTION_CLASSES, attribute_prefix
+
+    wanted = set(create_splits_scenes()[split])
+    changed = 0
+    for scene in nusc.scene:
+        if scene["name"] not in wanted:
+            continue
+        prev, token = None, scene["first_sample_token"]
+        while token:
+            sample = nusc.get("sample", token)
+            if token not in results["results"]:
+                raise KeyError(f"sample {token} of scene {scene['name']} is not in the results")
+            rows = results["results"][token]
+            unknown = {r["detection_name"] for r in rows} - set(DETECTION_CLASSES)
+            if unknown:
+                raise ValueError(f"sample {token}: unknown detection_name {sorted(unknown)}")
+            boxes = Boxes3D.from_nuscenes(
+                [r["translation"] for r in rows], [r["size"] for r in rows],
+                [r["rotation"] for r in rows], [r["velocity"] for r in rows],
+                dtype=torch.float64).tensor
+            labels = torch.tensor([DETECTION_CLASSES.index(r["detection_name"]) for r in rows],
+                                  dtype=torch.int64)
+            scores = torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64)
+            if prev is not None and len(rows):
+                new, moving = velocity_from_previous(
+                    boxes, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
+                    DETECTION_CLASSES, min_score=min_score, disagree=disagree)
+                if bool(moving.any()):
+                    _, _, quat, vel = Boxes3D(new).to_nuscenes()
+                    for i in torch.nonzero(moving).squeeze(1).tolist():
+                        rows[i]["velocity"] = [float(v) for v in vel[i]]
+                        rows[i]["rotation"] = [float(v) for v in quat[i]]
+                        prefix = attribute_prefix(rows[i]["detection_name"])
+                        if prefix is not None:
+                            rows[i]["attribute_name"] = MOVING_ATTRIBUTE[prefix]
+                    changed += int(moving.sum())
+            prev = (sample["timestamp"], boxes, labels, scores)
+            token = sample["next"]
+    return changed
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results", help="results_nusc.json (global frame)")
+    p.add_argument("--dataroot", required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--out", required=True, help="folder for results_nusc.json and the metrics")
+    p.add_argument("--min-score", type=float, default=0.3)
+    p.add_argument("--disagree", type=float, default=1.0)
+    p.add_argument("--metrics", default="fast", choices=("fast", "devkit", "check", "none"))
+    args = p.parse_args(argv)
+
+    from nuscenes.nuscenes import NuScenes
+
+    from perception.engine.inference import compute_metrics, write_results
+
+    with open(args.results) as f:
+        results = json.load(f)
+    nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
+    try:
+        n = apply(results, nusc, args.split, min_score=args.min_score, disagree=args.disagree)
+    except (KeyError, ValueError) as e:
+        print(f"temporal_results: {args.results}: {e}", file=sys.stderr)
+        return 2
+    path = write_results(results, Path(args.out) / "results_nusc.json")
+    print(f"{n} boxes changed; wrote {path}")
+    if args.metrics != "none":
+        m = compute_metrics(path, args.dataroot, args.version, args.split, args.out,
+                            backend=args.metrics, nusc=nusc)
+        tp = m["tp_errors"]
+        print(f"NDS {m['nd_score']:.4f}  mAP {m['mean_ap']:.4f}  mAOE {tp['orient_err']:.3f}  "
+              f"mAVE {tp['vel_err']:.3f}  mAAE {tp['attr_err']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
