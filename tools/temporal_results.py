@@ -1,10 +1,12 @@
-"""Velocity from the previous keyframe (``model.temporal_velocity``) applied to a results file.
+"""The temporal step (``model.temporal_velocity``, ``model.temporal_score``) on a results file.
 
     python tools/temporal_results.py RESULTS_JSON --dataroot D --version V --split S --out DIR \\
-        [--min-score 0.3] [--disagree 1.0] [--metrics fast|devkit|check|none]
+        [--min-score 0.3] [--disagree 1.0] [--no-velocity] [--score-weight W]
+        [--metrics fast|devkit|check|none]
 
 The same step ``perception eval`` runs when ``model.temporal_velocity`` is on
-(``perception.models.temporal.velocity_from_previous``), here on a submission's boxes, which
+(``perception.models.temporal``: ``velocity_from_previous``, then with ``--score-weight``
+``score_from_previous``), here on a submission's boxes, which
 are already in the global frame: per scene, keyframe after keyframe, each detection is matched
 to the previous keyframe's. It writes DIR/results_nusc.json and, unless ``--metrics none``,
 DIR/metrics_summary.json with the metrics printed. Uses: adding the step to results from another
@@ -24,13 +26,14 @@ MOVING_ATTRIBUTE = {"vehicle.": "vehicle.moving", "cycle.": "cycle.with_rider",
                     "pedestrian.": "pedestrian.moving"}
 
 
-def apply(results: dict, nusc, split: str, *, min_score: float = 0.3,
-          disagree: float = 1.0) -> int:
+def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: float = 1.0,
+          velocity: bool = True, score_weight: float = 0.0) -> int:
     """Update ``results["results"]`` in place, scene by scene in time order; returns how many
-    boxes changed. Samples of the split missing from the file raise ``KeyError`` naming them."""
+    boxes changed velocity plus how many changed score. Samples of the split missing from the
+    file raise ``KeyError`` naming them."""
     from nuscenes.utils.splits import create_splits_scenes
 
-    from perception.models.temporal import velocity_from_previous
+    from perception.models.temporal import score_from_previous, velocity_from_previous
     from perception.structures.boxes import Boxes3D
     from perception.structures.labels import DETECTION_CLASSES, attribute_prefix
 
@@ -55,7 +58,7 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3,
             labels = torch.tensor([DETECTION_CLASSES.index(r["detection_name"]) for r in rows],
                                   dtype=torch.int64)
             scores = torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64)
-            if prev is not None and len(rows):
+            if velocity and prev is not None and len(rows):
                 new, moving = velocity_from_previous(
                     boxes, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
                     DETECTION_CLASSES, min_score=min_score, disagree=disagree)
@@ -68,6 +71,14 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3,
                         if prefix is not None:
                             rows[i]["attribute_name"] = MOVING_ATTRIBUTE[prefix]
                     changed += int(moving.sum())
+                    boxes = new
+            if score_weight > 0 and prev is not None and len(rows):
+                new_scores = score_from_previous(
+                    boxes, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
+                    weight=score_weight)
+                for i in torch.nonzero(new_scores != scores).squeeze(1).tolist():
+                    rows[i]["detection_score"] = float(new_scores[i])
+                changed += int((new_scores != scores).sum())
             prev = (sample["timestamp"], boxes, labels, scores)
             token = sample["next"]
     return changed
@@ -82,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for results_nusc.json and the metrics")
     p.add_argument("--min-score", type=float, default=0.3)
     p.add_argument("--disagree", type=float, default=1.0)
+    p.add_argument("--no-velocity", action="store_true", help="leave velocities as they are")
+    p.add_argument("--score-weight", type=float, default=0.0,
+                   help="raise the scores of detections seen in the previous keyframe (0: off)")
     p.add_argument("--metrics", default="fast", choices=("fast", "devkit", "check", "none"))
     args = p.parse_args(argv)
 
@@ -93,12 +107,13 @@ def main(argv=None) -> int:
         results = json.load(f)
     nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
     try:
-        n = apply(results, nusc, args.split, min_score=args.min_score, disagree=args.disagree)
+        n = apply(results, nusc, args.split, min_score=args.min_score, disagree=args.disagree,
+                  velocity=not args.no_velocity, score_weight=args.score_weight)
     except (KeyError, ValueError) as e:
         print(f"temporal_results: {args.results}: {e}", file=sys.stderr)
         return 2
     path = write_results(results, Path(args.out) / "results_nusc.json")
-    print(f"{n} boxes changed; wrote {path}")
+    print(f"{n} changes; wrote {path}")
     if args.metrics != "none":
         m = compute_metrics(path, args.dataroot, args.version, args.split, args.out,
                             backend=args.metrics, nusc=nusc)

@@ -153,7 +153,7 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
         progress: a progress bar on stderr.
         on_frame: optional ``f(frame, detections)`` called for every Frame (loaders of Frames
             only), e.g. to draw it.
-        temporal: optional ``perception.models.temporal.TemporalVelocity``, applied to every
+        temporal: optional ``perception.models.temporal.TemporalStep``, applied to every
             frame's detections in loader order (which must be time order within a scene).
     Returns:
         One ``(sample token, Detections in its ego frame (CPU), global_T_ego (4, 4) float64)``
@@ -318,10 +318,11 @@ def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out
                                num_workers=num_workers, nusc=nusc)
     on_frame = None if bev_dir is None else bev_picture_writer(bev_dir, bev_min_score)
     temporal = None
-    if cfg.model.temporal_velocity:
-        from perception.models.temporal import TemporalVelocity
+    if cfg.model.temporal_velocity or cfg.model.temporal_score > 0:
+        from perception.models.temporal import TemporalStep
 
-        temporal = TemporalVelocity(cfg.model.classes)
+        temporal = TemporalStep(cfg.model.classes, velocity=cfg.model.temporal_velocity,
+                                score_weight=cfg.model.temporal_score)
     items = run_inference(model, loader, device=device, modalities=mods, progress=progress,
                           on_frame=on_frame, temporal=temporal)
     out_dir = Path(out_dir)

@@ -17,7 +17,8 @@ FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_
 # ModelConfig fields that only change what ``predict`` does after training (no weights, no
 # effect on the loss): a resumed run may change them, and a checkpoint trained with other values
 # is still the model its config describes.
-INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity", "temporal_velocity")
+INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity", "temporal_velocity",
+                                   "temporal_score")
 
 
 def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:
@@ -282,6 +283,10 @@ class ModelConfig:
     class matched to the previous keyframe's detections of its scene gives its velocity (and
     front/back, a pedestrian's heading) where it clearly moves and the network or radar said
     otherwise (``perception.models.temporal``). Uses past frames only; no weights.
+
+    ``temporal_score``: in [0, 1], 0 off. Over a sequence, a detection found again within 1 m of
+    where a previous keyframe's detection of its class was gets the score
+    ``1 - (1 - s) (1 - temporal_score * s_prev)`` (``perception.models.temporal``).
     """
 
     grid: BEVGrid = field(default_factory=BEVGrid)
@@ -294,6 +299,7 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     test_flips: tuple[str, ...] = ()
     temporal_velocity: bool = False
+    temporal_score: float = 0.0
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)
@@ -307,6 +313,8 @@ class ModelConfig:
         if len(self.head.nms_radius) != len(self.head.class_groups):
             raise ValueError("head.nms_radius needs one entry per class group")
         check_flips(self.test_flips, self.grid)
+        if not 0.0 <= self.temporal_score <= 1.0:
+            raise ValueError(f"temporal_score must be in [0, 1], got {self.temporal_score}")
         for subset in self.fusion.subset_loss:
             if not set(subset) < set(self.modalities):
                 raise ValueError(f"fusion.subset_loss entry {list(subset)} must be a proper subset "

@@ -1,4 +1,4 @@
-"""Velocity from the previous keyframe: each detection matched to where it was 0.5 s before.
+"""The previous keyframe's detections: velocity from the displacement, confidence from being seen again.
 
 The network learns speed late at the budgets we train (docs/training.md, "Why velocity and
 heading still lag"), and radar measures it only for what returns enough Doppler
@@ -22,9 +22,15 @@ rules allow):
   drive forwards); a moving pedestrian faces where it walks. The attribute becomes the moving
   one of its class.
 
+A second, optional use of the same pairing (``score_from_previous``, ``model.temporal_score``):
+an object is there in consecutive keyframes, a false positive mostly is not. A detection found
+again within ``gate`` metres of where a previous detection of its class was (its velocity
+undone) has its score raised as a noisy-OR of the two, ``1 - (1 - s) (1 - w s_prev)``; the others
+keep theirs. Only the ranking across the split changes (AP), not the boxes.
+
 The first keyframe of a scene (and a frame more than ``max_dt`` after its predecessor, or one
 whose predecessor had no detections) keeps what the network and radar gave. Boxes are in the
-global frame here; ``TemporalVelocity`` wraps it for detections in each frame's ego frame.
+global frame here; ``TemporalStep`` wraps both for detections in each frame's ego frame.
 """
 from __future__ import annotations
 
@@ -131,20 +137,60 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
     return out, moving
 
 
+def score_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
+                        prev_labels: Tensor, prev_scores: Tensor, dt: float, *, weight: float,
+                        gate: float = 1.0) -> Tensor:
+    """Scores raised for the detections seen in the previous keyframe too, global frame.
+
+    Detections are taken in descending score; each takes the nearest unused previous detection
+    of its class within ``gate`` metres of where its velocity puts it ``dt`` earlier, and its
+    score becomes ``1 - (1 - s) * (1 - weight * s_prev)``. Returns the (N,) new scores.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    out = scores.clone()
+    if len(boxes) == 0 or len(prev_boxes) == 0 or weight == 0.0:
+        return out
+    b, p = boxes.double(), prev_boxes.to(boxes.device).double()
+    back = b[:, :2] - torch.nan_to_num(b[:, 7:9]) * dt
+    dist = torch.cdist(back, p[:, :2])
+    ok = (labels.to(boxes.device)[:, None] == prev_labels.to(boxes.device)[None]) & (dist <= gate)
+    dist = torch.where(ok, dist, torch.full_like(dist, math.inf))
+    prev_s = prev_scores.to(torch.float64)
+    used = torch.zeros(len(prev_boxes), dtype=torch.bool, device=boxes.device)
+    for i in torch.argsort(scores, descending=True, stable=True).tolist():
+        d = torch.where(used, torch.full_like(dist[i], math.inf), dist[i])
+        j = int(torch.argmin(d))
+        if math.isinf(float(d[j])):
+            continue
+        used[j] = True
+        s = float(scores[i])
+        out[i] = 1.0 - (1.0 - s) * (1.0 - weight * float(prev_s[j]))
+    return out
+
+
 @dataclass
-class TemporalVelocity:
+class TemporalStep:
     """The stateful step over a sequence of frames (``perception eval``; any replay in order).
 
     Call it once per frame, in time order, with the frame's detections in its ego frame; it
-    remembers the last frame of each scene. Frames of other scenes in between are fine.
+    remembers the last frame of each scene (its scores as the network gave them). Frames of
+    other scenes in between are fine.
 
     Args:
         classes: class names of the labels.
+        velocity: run ``velocity_from_previous`` (``model.temporal_velocity``).
+        score_weight: > 0 runs ``score_from_previous`` after it with this weight
+            (``model.temporal_score``).
+        score_gate: metres, its ``gate``.
         max_dt: seconds; a predecessor older than this is not used.
         min_score, disagree, max_speed, min_speed: see ``velocity_from_previous``.
     """
 
     classes: Sequence[str]
+    velocity: bool = True
+    score_weight: float = 0.0
+    score_gate: float = 1.0
     max_dt: float = 1.0
     min_score: float = 0.3
     disagree: float = 1.0
@@ -161,7 +207,8 @@ class TemporalVelocity:
         labels, scores = dets.labels.cpu(), dets.scores.cpu()
         prev = self._last.get(scene)
         out = dets
-        if prev is not None and 0 < (timestamp - prev[0]) / 1e6 <= self.max_dt:
+        use = prev is not None and 0 < (timestamp - prev[0]) / 1e6 <= self.max_dt
+        if use and self.velocity:
             new, moving = velocity_from_previous(
                 glob, labels, scores, prev[1], prev[2], prev[3], (timestamp - prev[0]) / 1e6,
                 self.classes, min_score=self.min_score, disagree=self.disagree,
@@ -180,9 +227,15 @@ class TemporalVelocity:
                             attrs[i] = _MOVING[prefix]
                 out = replace(dets, boxes=Boxes3D(boxes), attributes=attrs)
                 glob = new
+        if use and self.score_weight > 0:
+            new_scores = score_from_previous(glob, labels, scores, prev[1], prev[2], prev[3],
+                                             (timestamp - prev[0]) / 1e6,
+                                             weight=self.score_weight, gate=self.score_gate)
+            out = replace(out, scores=new_scores.to(out.scores.device, out.scores.dtype))
         if prev is None or timestamp >= prev[0]:
             self._last[scene] = (timestamp, glob, labels, scores)
         return out
 
 
-__all__ = ["MAX_SPEED", "MIN_SPEED", "TemporalVelocity", "velocity_from_previous"]
+__all__ = ["MAX_SPEED", "MIN_SPEED", "TemporalStep", "score_from_previous",
+           "velocity_from_previous"]

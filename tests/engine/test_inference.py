@@ -190,7 +190,7 @@ def test_run_inference_applies_the_temporal_step_in_order(ekit, nusc, tmp_path):
     from perception.engine.inference import build_eval_loader, run_inference
     from perception.engine.train import train
     from perception.models import build_model
-    from perception.models.temporal import TemporalVelocity
+    from perception.models.temporal import TemporalStep
     from perception.structures.batch import collate
 
     data = ekit.tiny_experiment(max_iters=1, checkpoint_interval=1)
@@ -202,7 +202,7 @@ def test_run_inference_applies_the_temporal_step_in_order(ekit, nusc, tmp_path):
     mods = ("lidar", "radar")
 
     def step():
-        return TemporalVelocity(DETECTION_CLASSES, min_score=0.0, disagree=0.0,
+        return TemporalStep(DETECTION_CLASSES, min_score=0.0, disagree=0.0,
                                 min_speed={c: 0.0 for c in DETECTION_CLASSES})
 
     frames = list(build_eval_loader(cfg, ekit.dataroot, "v1.0-mini", "mini_val", mods, nusc=nusc))

@@ -1,6 +1,6 @@
-"""Velocity from the previous keyframe (perception/models/temporal.py): hand-built pairs of
-frames in the global frame, the stateful step over ego frames that move and turn, and the real
-scene-0916's ground truth over its keyframes."""
+"""The temporal step (perception/models/temporal.py): velocity and score from the previous
+keyframe on hand-built pairs of frames in the global frame, the stateful step over ego frames
+that move and turn, and the real scene-0916's ground truth over its keyframes."""
 import math
 
 import pytest
@@ -9,7 +9,8 @@ import torch
 from real_scene import DATAROOT, VERSION, needs_scene
 
 from perception.data.nuscenes import NuScenesDataset
-from perception.models.temporal import TemporalVelocity, velocity_from_previous
+from perception.models.config import ModelConfig
+from perception.models.temporal import TemporalStep, score_from_previous, velocity_from_previous
 from perception.structures import Boxes3D
 from perception.structures.instances import Detections
 from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
@@ -81,6 +82,37 @@ def test_headings_follow_the_motion():
         step(cur, prev, dt=0.0)
 
 
+def test_scores_rise_for_detections_seen_before():
+    # A parked car seen again (0.3 m off), a car driving at 10 m/s seen again where its velocity
+    # puts it, a pedestrian new in this frame, and a barrier where a *car* was before.
+    prev = boxes((CAR, 10.0, 0.0, 0.0, 0.0, 0.0), (CAR, 40.0, 0.0, 0.0, 0.0, 0.0),
+                 (CAR, 70.0, 0.0, 0.0, 0.0, 0.0))
+    cur = boxes((CAR, 10.3, 0.0, 0.0, 0.0, 0.0), (CAR, 45.0, 0.0, 0.0, 10.0, 0.0),
+                (PED, 20.0, 5.0, 0.0, 0.0, 0.0), (BARRIER, 70.0, 0.0, 0.0, 0.0, 0.0))
+    scores = torch.tensor([0.5, 0.4, 0.6, 0.7])
+    prev_scores = torch.tensor([0.8, 0.5, 0.9])
+    out = score_from_previous(cur[0], cur[1], scores, prev[0], prev[1], prev_scores, 0.5,
+                              weight=0.5)
+    assert out[0].item() == pytest.approx(1 - 0.5 * (1 - 0.5 * 0.8))
+    assert out[1].item() == pytest.approx(1 - 0.6 * (1 - 0.5 * 0.5))
+    assert out[2:].tolist() == pytest.approx([0.6, 0.7])
+    # Without its velocity the moving car is 5 m from where it was: not found again.
+    still = cur[0].clone()
+    still[1, 7] = 0.0
+    out = score_from_previous(still, cur[1], scores, prev[0], prev[1], prev_scores, 0.5,
+                              weight=0.5)
+    assert out[1].item() == pytest.approx(0.4)
+    # One previous detection serves one current detection: the higher-scored one.
+    two = boxes((CAR, 10.2, 0.0, 0.0, 0.0, 0.0), (CAR, 9.9, 0.0, 0.0, 0.0, 0.0))
+    out = score_from_previous(two[0], two[1], torch.tensor([0.3, 0.6]), prev[0][:1],
+                              prev[1][:1], torch.tensor([1.0]), 0.5, weight=1.0)
+    assert out.tolist() == pytest.approx([0.3, 1.0])
+    with pytest.raises(ValueError, match="weight"):
+        score_from_previous(*two, *prev, 0.5, weight=1.5)
+    with pytest.raises(ValueError, match="temporal_score"):
+        ModelConfig(temporal_score=-0.1)
+
+
 def pose(x, y, yaw):
     T = torch.eye(4, dtype=torch.float64)
     T[0, 0], T[0, 1], T[1, 0], T[1, 1] = math.cos(yaw), -math.sin(yaw), math.sin(yaw), math.cos(yaw)
@@ -99,7 +131,7 @@ def ego_dets(T, rows):
 
 
 def test_the_stateful_step_undoes_the_ego_motion_and_keeps_scenes_apart():
-    tv = TemporalVelocity(DETECTION_CLASSES)
+    tv = TemporalStep(DETECTION_CLASSES)
     # The ego drives 6 m and turns 0.3 rad between keyframes; a parked car stays put in the
     # global frame, another drives +y at 8 m/s.
     T0, T1 = pose(500.0, 200.0, 0.2), pose(506.0, 201.0, 0.5)
@@ -114,6 +146,15 @@ def test_the_stateful_step_undoes_the_ego_motion_and_keeps_scenes_apart():
     assert torch.allclose(glob[1, 7:9], torch.tensor([0.0, 8.0], dtype=torch.float64), atol=1e-3)
     assert out.attributes.tolist() == [ATTRIBUTE_NAMES.index("vehicle.parked"),
                                        ATTRIBUTE_NAMES.index("vehicle.moving")]
+    # The score step alone (no velocity step): the parked car, seen again, scores higher; the
+    # boxes are untouched.
+    only = TemporalStep(DETECTION_CLASSES, velocity=False, score_weight=0.5)
+    only("scene-a", 1_000_000, T0, ego_dets(T0, rows0))
+    now = ego_dets(T1, rows1)
+    out = only("scene-a", 1_500_000, T1, now)
+    assert torch.equal(out.boxes.tensor, now.boxes.tensor)
+    assert out.scores[0].item() == pytest.approx(1 - 0.1 * (1 - 0.5 * 0.9))
+    assert out.scores[1].item() == pytest.approx(0.9)      # 4 m from where it was: not found
     # A predecessor more than max_dt old is not used.
     late = ego_dets(T1, [(CAR, 480.0, 204.0, math.pi / 2)])
     assert tv("scene-a", 3_000_000, T1, late) is late
@@ -126,7 +167,7 @@ def test_on_the_real_scene_ground_truth_gives_the_moving_bus_and_no_parked_speed
     the bus, trucks, cars; mean error 0.15 m/s) and leaves the parked ones."""
     ds = NuScenesDataset(DATAROOT, VERSION, "mini_val", sweeps=1, radar_sweeps=1,
                          modalities=("radar",))
-    tv = TemporalVelocity(DETECTION_CLASSES)
+    tv = TemporalStep(DETECTION_CLASSES)
     measured, wrong_static, errors = 0, 0, []
     for i in range(len(ds)):
         frame = ds[i]
