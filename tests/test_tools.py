@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 import torch
 
@@ -131,6 +132,16 @@ def test_temporal_results_on_the_real_scene(tmp_path, capsys):
             elif row["velocity"] != [0.0, 0.0]:
                 errors.append(float(np.hypot(*(np.asarray(row["velocity"]) - truth))))
     assert parked_touched == 0 and len(errors) >= 100 and np.mean(errors) < 0.3
+    # The score step alone: a box seen again in the previous keyframe scores higher, velocities
+    # stay zero; the first keyframe is untouched.
+    assert tool.main([str(path), "--out", str(tmp_path / "o3"), "--no-velocity",
+                      "--score-weight", "0.5", *common]) == 0
+    out = json.loads((tmp_path / "o3" / "results_nusc.json").read_text())["results"]
+    first, second = gt.sample_tokens[0], gt.sample_tokens[1]
+    assert all(r["detection_score"] == 0.9 for r in out[first])
+    raised = [r["detection_score"] for r in out[second] if r["detection_score"] != 0.9]
+    assert len(raised) >= 10 and all(x == pytest.approx(1 - 0.1 * (1 - 0.5 * 0.9)) for x in raised)
+    assert all(r["velocity"] == [0.0, 0.0] for rows in out.values() for r in rows)
     del results[gt.sample_tokens[3]]
     path.write_text(json.dumps({"meta": {}, "results": results}))
     assert tool.main([str(path), "--out", str(tmp_path / "o2"), *common]) == 2
