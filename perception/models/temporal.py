@@ -58,6 +58,21 @@ _MOVING = {"vehicle.": ATTRIBUTE_NAMES.index("vehicle.moving"),
            "pedestrian.": ATTRIBUTE_NAMES.index("pedestrian.moving")}
 
 
+def _nearest_pairs(dist: Tensor) -> tuple[Tensor, Tensor]:
+    """Greedy one-to-one pairing, nearest pair first: rows and columns of the pairs taken from an
+    (N, M) distance matrix whose disallowed entries are inf."""
+    rows, cols = torch.nonzero(torch.isfinite(dist), as_tuple=True)
+    order = torch.argsort(dist[rows, cols], stable=True).tolist()
+    used_r, used_c, pairs = set(), set(), []
+    for r, c in zip(rows[order].tolist(), cols[order].tolist()):
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    idx = torch.tensor(pairs, dtype=torch.int64, device=dist.device).reshape(-1, 2)
+    return idx[:, 0], idx[:, 1]
+
+
 def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
                            prev_labels: Tensor, prev_scores: Tensor, dt: float,
                            classes: Sequence[str], *, min_score: float = 0.3,
@@ -99,22 +114,7 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
           & (scores.to(boxes.device)[:, None] >= min_score)
           & (prev_scores.to(boxes.device)[None] >= min_score)
           & (dist <= gate[labels.to(boxes.device)][:, None]))
-    if not bool(ok.any()):
-        return out, moving
-    # Greedy over all pairs, nearest first: each detection and each previous one used once.
-    rows, cols = torch.nonzero(ok, as_tuple=True)
-    order = torch.argsort(dist[rows, cols], stable=True)
-    used_r, used_c = set(), set()
-    pairs = []
-    for k in order.tolist():
-        r, c = int(rows[k]), int(cols[k])
-        if r in used_r or c in used_c:
-            continue
-        used_r.add(r)
-        used_c.add(c)
-        pairs.append((r, c))
-    r = torch.tensor([a for a, _ in pairs], device=boxes.device)
-    c = torch.tensor([a for _, a in pairs], device=boxes.device)
+    r, c = _nearest_pairs(torch.where(ok, dist, torch.full_like(dist, math.inf)))
     v = (b[r, :2] - p[c, :2]) / dt
     speed = v.norm(dim=1)
     lab = labels.to(boxes.device)[r]
@@ -142,8 +142,8 @@ def score_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxe
                         gate: float = 1.0) -> Tensor:
     """Scores raised for the detections seen in the previous keyframe too, global frame.
 
-    Detections are taken in descending score; each takes the nearest unused previous detection
-    of its class within ``gate`` metres of where its velocity puts it ``dt`` earlier, and its
+    Each detection is paired (nearest pairs first, each used once) with a previous detection of
+    its class within ``gate`` metres of where its velocity puts it ``dt`` earlier, and its
     score becomes ``1 - (1 - s) * (1 - weight * s_prev)``. Returns the (N,) new scores.
     """
     if not 0.0 <= weight <= 1.0:
@@ -155,17 +155,9 @@ def score_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxe
     back = b[:, :2] - torch.nan_to_num(b[:, 7:9]) * dt
     dist = torch.cdist(back, p[:, :2])
     ok = (labels.to(boxes.device)[:, None] == prev_labels.to(boxes.device)[None]) & (dist <= gate)
-    dist = torch.where(ok, dist, torch.full_like(dist, math.inf))
-    prev_s = prev_scores.to(torch.float64)
-    used = torch.zeros(len(prev_boxes), dtype=torch.bool, device=boxes.device)
-    for i in torch.argsort(scores, descending=True, stable=True).tolist():
-        d = torch.where(used, torch.full_like(dist[i], math.inf), dist[i])
-        j = int(torch.argmin(d))
-        if math.isinf(float(d[j])):
-            continue
-        used[j] = True
-        s = float(scores[i])
-        out[i] = 1.0 - (1.0 - s) * (1.0 - weight * float(prev_s[j]))
+    r, c = _nearest_pairs(torch.where(ok, dist, torch.full_like(dist, math.inf)))
+    out[r] = (1.0 - (1.0 - scores[r].double()) * (1.0 - weight * prev_scores.double()[c])).to(
+        out.dtype)
     return out
 
 

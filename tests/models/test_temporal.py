@@ -102,11 +102,11 @@ def test_scores_rise_for_detections_seen_before():
     out = score_from_previous(still, cur[1], scores, prev[0], prev[1], prev_scores, 0.5,
                               weight=0.5)
     assert out[1].item() == pytest.approx(0.4)
-    # One previous detection serves one current detection: the higher-scored one.
-    two = boxes((CAR, 10.2, 0.0, 0.0, 0.0, 0.0), (CAR, 9.9, 0.0, 0.0, 0.0, 0.0))
+    # One previous detection serves one current detection: the nearer one, whatever its score.
+    two = boxes((CAR, 10.05, 0.0, 0.0, 0.0, 0.0), (CAR, 9.8, 0.0, 0.0, 0.0, 0.0))
     out = score_from_previous(two[0], two[1], torch.tensor([0.3, 0.6]), prev[0][:1],
                               prev[1][:1], torch.tensor([1.0]), 0.5, weight=1.0)
-    assert out.tolist() == pytest.approx([0.3, 1.0])
+    assert out.tolist() == pytest.approx([1.0, 0.6])
     with pytest.raises(ValueError, match="weight"):
         score_from_previous(*two, *prev, 0.5, weight=1.5)
     with pytest.raises(ValueError, match="temporal_score"):
