@@ -12,14 +12,21 @@
 #               gradient scaler                                  -> model_tests.log
 #   e2e_bench   perception bench --only end_to_end (both configs, fp16; the first call pays
 #               Triton's compiling and autotuning)               -> e2e_bench.log/.json
+#   syncs       tools/gpu_profile.py syncs: where one nuScenes-scale frame makes the host wait
+#               for the GPU, by Python line                      -> syncs.log/.json
+#   profile     tools/gpu_profile.py e2e and voxelize: torch.profiler tables
+#                                                                -> profile_e2e.log/.json,
+#                                                                   profile_vox.log/.json
 # $OUT/env.txt: machine, versions, each step's exit status and seconds. A failed step is
-# reported and the next one runs. DEVICE=cpu, OPS=... and E2E=0 rehearse it on a CPU machine.
+# reported and the next one runs. DEVICE=cpu, OPS=..., E2E=0 and PROFILE=0 rehearse it on a CPU
+# machine.
 set -uo pipefail
 : "${OUT:?set OUT to the results folder}"
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 OPS=${OPS:-voxelize,bev_pool,nms}
 E2E=${E2E:-1}
+PROFILE=${PROFILE:-1}
 [ -d .gpu/deps ] && [ -d .gpu/frames ] || { echo "no .gpu/: run tools/gpu_deps.sh first" >&2; exit 2; }
 DEPS="$PWD/.gpu/deps"
 "$PY" -c 'import pytest, yaml' 2>/dev/null || DEPS="$DEPS:$PWD/.gpu/pytest"
@@ -61,8 +68,17 @@ step model_tests "${MODEL_LIMIT:-150}" "$PY" -m pytest -m cuda tests/models -v -
     -p no:cacheprovider
 [ "$E2E" = 1 ] && step e2e_bench "${E2E_LIMIT:-200}" "$PY" -m perception bench \
     --device "$DEVICE" --only end_to_end --frames .gpu/frames --json "$OUT/e2e_bench.json"
+NUS="configs/nuscenes/fusion.yaml .gpu/frames/nuscenes.pt"
+if [ "$PROFILE" = 1 ]; then
+    step syncs "${SYNCS_LIMIT:-120}" "$PY" tools/gpu_profile.py syncs $NUS --device "$DEVICE" \
+        --json "$OUT/syncs.json"
+    step profile_e2e "${PROFILE_LIMIT:-120}" "$PY" tools/gpu_profile.py e2e $NUS \
+        --device "$DEVICE" --json "$OUT/profile_e2e.json"
+    step profile_vox "${PROFILE_LIMIT:-120}" "$PY" tools/gpu_profile.py voxelize \
+        --device "$DEVICE" --json "$OUT/profile_vox.json"
+fi
 cat "$OUT/env.txt"
-for f in ops_bench cuda_tests model_tests e2e_bench; do
+for f in ops_bench cuda_tests model_tests e2e_bench syncs profile_e2e profile_vox; do
     [ -f "$OUT/$f.log" ] && { echo "== $f"; tail -n 25 "$OUT/$f.log"; }
 done
 exit 0
