@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from perception.ops.nms import circle_nms, nms_bev, paired_iou_bev, pairwise_iou_bev
+from perception.ops.nms import circle_nms, circle_nms_keep, nms_bev, paired_iou_bev, pairwise_iou_bev
 from perception.structures.boxes import Boxes3D
 
 BACKENDS = ["reference", "fast"]
@@ -198,3 +198,71 @@ def test_cuda_equals_reference(case):
     radius = 1.5 if lab is None else [0.5, 1.0, 2.0, 4.0]
     assert torch.equal(circle_nms(b.cuda(), s.cuda(), lab_c, radius).cpu(),
                        circle_nms(b, s, lab, radius, backend="reference"))
+
+
+def _keep_expected(b, s, lab, radius, valid):
+    """circle_nms on the valid candidates alone, as flags over all of them."""
+    idx = torch.nonzero(valid).squeeze(1)
+    kept = circle_nms(b[idx], s[idx], None if lab is None else lab[idx], radius,
+                      backend="reference")
+    flags = torch.zeros(len(s), dtype=torch.bool)
+    flags[idx[kept]] = True
+    return flags
+
+
+def keep_cases():
+    g = torch.Generator().manual_seed(11)
+    for name, (b, s, lab) in nms_cases().items():
+        n = len(s)
+        radius = 1.5 if lab is None else [0.5, 1.0, 2.0, 4.0]
+        yield name + "-all", (b, s, lab, radius, None)
+        yield name + "-random", (b, s, lab, radius, torch.rand(n, generator=g) < 0.6)
+        yield name + "-none", (b, s, lab, radius, torch.zeros(n, dtype=torch.bool))
+        # The decoder's case: a score threshold, so the valid boxes lead the visiting order.
+        yield name + "-threshold", (b, s, lab, radius, s > 0.4)
+
+
+@pytest.mark.parametrize("case", [k for k, _ in keep_cases()])
+@pytest.mark.parametrize("backend", ["fast", "reference"])
+def test_circle_nms_keep_is_circle_nms_on_the_valid_boxes(case, backend):
+    b, s, lab, radius, valid = dict(keep_cases())[case]
+    got = circle_nms_keep(b, s, lab, radius, valid, backend=backend)
+    expect = _keep_expected(b, s, lab, radius,
+                            torch.ones(len(s), dtype=torch.bool) if valid is None else valid)
+    assert got.dtype == torch.bool and torch.equal(got, expect)
+
+
+@pytest.mark.parametrize("case", [k for k, _ in keep_cases()])
+def test_circle_nms_keep_triton_equals_reference(case, interpreted):
+    mod = interpreted("perception.ops.nms")
+    b, s, lab, radius, valid = dict(keep_cases())[case]
+    if b.shape[0] > 32:  # the interpreter is slow
+        b, s = b[:32], s[:32]
+        lab = lab[:32] if lab is not None else None
+        valid = valid[:32] if valid is not None else None
+    expect = _keep_expected(b, s, lab, radius,
+                            torch.ones(len(s), dtype=torch.bool) if valid is None else valid)
+    assert torch.equal(mod.circle_nms_keep_triton(b, s, lab, radius, valid), expect)
+
+
+def test_greedy_flags_host_fallback_honours_valid(interpreted, monkeypatch):
+    # Above _GREEDY_MAX boxes the greedy pass runs on the host; the flags must be the same.
+    mod = interpreted("perception.ops.nms")
+    b, s, lab = nms_cases()["random"]
+    b, s, lab = b[:40], s[:40], lab[:40]
+    valid = torch.rand(40, generator=torch.Generator().manual_seed(3)) < 0.5
+    fast = mod.circle_nms_keep_triton(b, s, lab, 2.0, valid)
+    monkeypatch.setattr(mod, "_GREEDY_MAX", 8)
+    assert torch.equal(mod.circle_nms_keep_triton(b, s, lab, 2.0, valid), fast)
+    assert torch.equal(fast, _keep_expected(b, s, lab, 2.0, valid))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", [k for k, _ in keep_cases()])
+def test_circle_nms_keep_cuda_equals_reference(case):
+    b, s, lab, radius, valid = dict(keep_cases())[case]
+    cuda = (lambda t: None if t is None else t.cuda())
+    got = circle_nms_keep(b.cuda(), s.cuda(), cuda(lab), radius, cuda(valid))
+    expect = _keep_expected(b, s, lab, radius,
+                            torch.ones(len(s), dtype=torch.bool) if valid is None else valid)
+    assert got.is_cuda and torch.equal(got.cpu(), expect)

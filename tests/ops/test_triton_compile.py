@@ -61,7 +61,8 @@ def _kernels() -> list[tuple[str, str, dict, dict]]:
              {"xy_ptr": "*fp32", "r_ptr": "*fp32", "lab_ptr": "*i32", "mask_ptr": "*i8",
               "n": "i32"}, flags),
         ]
-    jobs.append(("nms", "_greedy_kernel", {"mask_ptr": "*i8", "keep_ptr": "*i8", "n": "i32"},
+    jobs.append(("nms", "_greedy_kernel", {"mask_ptr": "*i8", "keep_ptr": "*i8", "valid_ptr": "*i8",
+                                           "last_ptr": "*i32", "n": "i32"},
                  {"NP2": 1024}))
     return jobs
 

@@ -7,12 +7,13 @@ CPU under ``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .fast import circle_nms_fast, nms_bev_fast
 from .reference import circle_nms_reference, nms_bev_reference, paired_iou_bev, pairwise_iou_bev
 
-__all__ = ["nms_bev", "circle_nms", "nms_bev_reference", "circle_nms_reference",
+__all__ = ["nms_bev", "circle_nms", "circle_nms_keep", "nms_bev_reference", "circle_nms_reference",
            "paired_iou_bev", "pairwise_iou_bev"]
 
 
@@ -70,3 +71,32 @@ def circle_nms(centers, scores: Tensor, labels: Tensor | None = None, radius=1.0
     from .triton import circle_nms_triton
 
     return circle_nms_triton(t, scores, labels, radius, max_out)
+
+
+def circle_nms_keep(centers, scores: Tensor, labels: Tensor | None = None, radius=1.0,
+                    valid: Tensor | None = None, *, backend: str = "auto") -> Tensor:
+    """:func:`circle_nms` as flags over a fixed set of candidates.
+
+    Args:
+        centers, scores, labels, radius: as :func:`circle_nms`.
+        valid: (N,) bool, the candidates taking part (None: all); the others are neither kept
+            nor suppress anything, as if they were not in the input.
+    Returns:
+        (N,) bool, True where :func:`circle_nms` on the valid candidates keeps the box. On CUDA
+        the shapes never depend on the data, so it never waits for the GPU (the decoder calls it
+        per class group and reads the flags of all groups once).
+    """
+    t = centers.tensor if hasattr(centers, "tensor") else centers
+    b = _pick(backend, t.is_cuda)
+    if b == "triton":
+        from .triton import circle_nms_keep_triton
+
+        return circle_nms_keep_triton(t, scores, labels, radius, valid)
+    n = t.shape[0]
+    idx = (torch.arange(n, device=t.device) if valid is None
+           else torch.nonzero(valid).squeeze(1))
+    kept = circle_nms(t[idx], scores[idx], None if labels is None else labels[idx], radius,
+                      backend=b)
+    flags = torch.zeros(n, dtype=torch.bool, device=t.device)
+    flags[idx[kept]] = True
+    return flags

@@ -148,25 +148,47 @@ def _circle_mask_kernel(xy_ptr, r_ptr, lab_ptr, mask_ptr, n, USE_LABELS: tl.cons
 
 
 @triton.jit
-def _greedy_kernel(mask_ptr, keep_ptr, n, NP2: tl.constexpr):
+def _greedy_kernel(mask_ptr, keep_ptr, valid_ptr, last_ptr, n, NP2: tl.constexpr):
     # One program: the removed flags of all boxes stay in registers for the whole sequential pass.
+    # Invalid boxes start removed (never kept, never suppress); the pass ends after the last
+    # valid one, read from the device (no host wait for the count).
     offs = tl.arange(0, NP2)
     inb = offs < n
-    removed = tl.zeros([NP2], dtype=tl.int32)
-    for i in range(0, n):
+    removed = (tl.load(valid_ptr + offs, mask=inb, other=0) == 0).to(tl.int32)
+    last = tl.load(last_ptr)
+    for i in range(0, last):
         row = tl.load(mask_ptr + i * n + offs, mask=inb, other=0).to(tl.int32)
         r_i = tl.sum(tl.where(offs == i, removed, 0), axis=0)
         removed = removed | (row * (r_i == 0).to(tl.int32))
     tl.store(keep_ptr + offs, ((removed == 0) & inb).to(tl.int8), mask=inb)
 
 
-def _greedy(mask: Tensor, n: int) -> Tensor:
+def _greedy_flags(mask: Tensor, n: int, valid: Tensor | None = None) -> Tensor:
+    """(n,) bool kept flags of the greedy pass over ``mask`` (visiting order), only ``valid``
+    boxes taking part (all when None). Never waits for the GPU below ``_GREEDY_MAX`` boxes."""
+    dev = mask.device
     if n > _GREEDY_MAX:
         # Too many flags for one program's registers: finish on the host (still exact).
-        return greedy_from_mask(mask.bool())
-    keep = torch.empty(n, dtype=torch.int8, device=mask.device)
-    _greedy_kernel[(1,)](mask, keep, n, NP2=max(16, triton.next_power_of_2(n)))
-    return torch.nonzero(keep).squeeze(1)
+        m = mask.bool()
+        if valid is not None:
+            m &= valid[:, None]
+        flags = torch.zeros(n, dtype=torch.bool, device=dev)
+        flags[greedy_from_mask(m)] = True
+        return flags if valid is None else flags & valid
+    if valid is None:
+        v = torch.ones(n, dtype=torch.int8, device=dev)
+        last = torch.full((1,), n, dtype=torch.int32, device=dev)
+    else:
+        v = valid.to(torch.int8).contiguous()
+        last = (v.to(torch.int32) * torch.arange(1, n + 1, dtype=torch.int32, device=dev)) \
+            .amax().reshape(1)
+    keep = torch.empty(n, dtype=torch.int8, device=dev)
+    _greedy_kernel[(1,)](mask, keep, v, last, n, NP2=max(16, triton.next_power_of_2(n)))
+    return keep.bool()
+
+
+def _greedy(mask: Tensor, n: int) -> Tensor:
+    return torch.nonzero(_greedy_flags(mask, n)).squeeze(1)
 
 
 def nms_bev_triton(boxes, scores: Tensor, labels: Tensor | None, iou_threshold: float,
@@ -188,6 +210,18 @@ def nms_bev_triton(boxes, scores: Tensor, labels: Tensor | None, iou_threshold: 
     return keep[:max_out] if max_out is not None else keep
 
 
+def _circle_mask(xy: Tensor, labels: Tensor | None, radius, order: Tensor) -> Tensor:
+    n = xy.shape[0]
+    xs = xy[order].to(torch.float32).contiguous()
+    r = class_radius(labels, radius, n, xy.device)[order].to(torch.float32).contiguous()
+    lab = (labels[order].to(torch.int32).contiguous() if labels is not None
+           else torch.zeros(1, dtype=torch.int32, device=xs.device))
+    mask = torch.empty(n, n, dtype=torch.int8, device=xs.device)
+    _circle_mask_kernel[(triton.cdiv(n, _BI), triton.cdiv(n, _BJ))](
+        xs, r, lab, mask, n, USE_LABELS=labels is not None, BI=_BI, BJ=_BJ)
+    return mask
+
+
 def circle_nms_triton(centers, scores: Tensor, labels: Tensor | None, radius,
                       max_out: int | None = None) -> Tensor:
     """Same contract as :func:`.reference.circle_nms_reference` (distances in float32)."""
@@ -196,12 +230,21 @@ def circle_nms_triton(centers, scores: Tensor, labels: Tensor | None, radius,
     order = score_order(scores)
     if n == 0:
         return order
-    xs = xy[order].to(torch.float32).contiguous()
-    r = class_radius(labels, radius, n, xy.device)[order].to(torch.float32).contiguous()
-    lab = (labels[order].to(torch.int32).contiguous() if labels is not None
-           else torch.zeros(1, dtype=torch.int32, device=xs.device))
-    mask = torch.empty(n, n, dtype=torch.int8, device=xs.device)
-    _circle_mask_kernel[(triton.cdiv(n, _BI), triton.cdiv(n, _BJ))](
-        xs, r, lab, mask, n, USE_LABELS=labels is not None, BI=_BI, BJ=_BJ)
-    keep = order[_greedy(mask, n)]
+    keep = order[_greedy(_circle_mask(xy, labels, radius, order), n)]
     return keep[:max_out] if max_out is not None else keep
+
+
+def circle_nms_keep_triton(centers, scores: Tensor, labels: Tensor | None, radius,
+                           valid: Tensor | None = None) -> Tensor:
+    """Same contract as :func:`perception.ops.nms.circle_nms_keep`: (N,) bool, fixed shapes
+    throughout, so on CUDA it queues its kernels without waiting for the GPU."""
+    xy = (centers.tensor if hasattr(centers, "tensor") else centers)[:, :2]
+    n = xy.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool, device=xy.device)
+    order = score_order(scores)
+    kept = _greedy_flags(_circle_mask(xy, labels, radius, order), n,
+                         None if valid is None else valid[order])
+    flags = torch.empty(n, dtype=torch.bool, device=xy.device)
+    flags[order] = kept
+    return flags
