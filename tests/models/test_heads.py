@@ -126,3 +126,70 @@ def test_head_loss_is_finite_with_nan_velocity_and_backpropagates(kit):
     assert torch.isfinite(total)
     total.backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def _decode_by_definition(head, outputs):
+    """The decoder spelled out: per frame and class group, the top-k 3x3 peaks above the score
+    threshold, circle NMS per class (the plain reference), then all groups by score."""
+    import torch.nn.functional as F
+
+    from perception.ops.nms import circle_nms
+    from perception.structures import Detections
+
+    dets = []
+    for i in range(outputs[0].heatmap.shape[0]):
+        groups = []
+        for g, out in enumerate(outputs):
+            heat = out.heatmap[i].float().sigmoid()
+            k, h, w = heat.shape
+            heat = heat * (heat == F.max_pool2d(heat[None], 3, 1, 1)[0])
+            s, flat = heat.reshape(-1).topk(min(head.top_k, k * h * w))
+            above = s > head.score_threshold
+            s, flat = s[above], flat[above]
+            chan, cell = flat // (h * w), flat % (h * w)
+            codes = out.regression[i].float().reshape(10, -1)[:, cell].T
+            boxes = decode_codes(torch.stack([cell // w, cell % w], 1), codes, GRID)
+            labels = getattr(head, f"group_ids_{g}")[chan]
+            allowed = head.attr_mask[labels]
+            attrs = out.attribute[i].float().reshape(8, -1)[:, cell].T \
+                .masked_fill(~allowed, float("-inf")).argmax(1)
+            attrs = torch.where(allowed.any(1), attrs, torch.full_like(attrs, -1))
+            keep = circle_nms(boxes[:, :2], s, labels, head.nms_radius[g], backend="reference")
+            groups.append(Detections(Boxes3D(boxes[keep]), s[keep], labels[keep], attrs[keep]))
+        d = Detections.cat(groups)
+        order = torch.sort(d.scores, descending=True, stable=True).indices
+        dets.append(d[order[:head.max_detections]])
+    return dets
+
+
+def test_decode_equals_its_definition_on_random_maps(kit):
+    """Fixed-shape decoding (every group's top-k kept, survivors read once) gives what
+    thresholding, NMS and sorting each group on its own give: noisy maps with many close peaks
+    (NMS at work), equal scores, two frames, more survivors than max_detections."""
+    from perception.models.outputs import HeadOutput
+
+    head = kit.small_head(GRID, GROUPS)
+    g = torch.Generator().manual_seed(4)
+    h, w = GRID.shape
+    outputs = []
+    for group in GROUPS:
+        heat = torch.randn(2, len(group), h, w, generator=g) * 2.0 - 1.0
+        heat[:, :, ::7, ::5] = 1.5     # equal scores, some of them peaks
+        outputs.append(HeadOutput(heatmap=heat, regression=torch.randn(2, 10, h, w, generator=g),
+                                  attribute=torch.randn(2, 8, h, w, generator=g)))
+    outputs = tuple(outputs)
+    got, expect = head.decode(outputs), _decode_by_definition(head, outputs)
+    assert len(got) == 2
+    for d, e in zip(got, expect):
+        assert len(d) == len(e) == head.max_detections
+        torch.testing.assert_close(d.scores, e.scores, rtol=0, atol=0)
+        assert d.labels.tolist() == e.labels.tolist()
+        assert d.attributes.tolist() == e.attributes.tolist()
+        torch.testing.assert_close(d.boxes.tensor, e.boxes.tensor)  # atan2 on other lengths: 1 ulp
+    # Fewer survivors than max_detections: a high threshold leaves a few per frame.
+    head.score_threshold = 0.995
+    got, expect = head.decode(outputs), _decode_by_definition(head, outputs)
+    for d, e in zip(got, expect):
+        assert 0 < len(d) == len(e) < head.max_detections
+        torch.testing.assert_close(d.boxes.tensor, e.boxes.tensor)  # atan2 on other lengths: 1 ulp
+        assert d.labels.tolist() == e.labels.tolist()

@@ -161,7 +161,9 @@ class CenterHead(nn.Module):
                 score_threshold=self.score_threshold, nms_radius=radius))
         dets = []
         for frame in zip(*per_group):
-            d = Detections.cat(frame)
-            order = torch.argsort(d.scores, descending=True)[:self.max_detections]
-            dets.append(d[order])
+            candidates = Detections.cat(c for c, _ in frame)
+            # The one place decoding waits for the GPU: how many boxes survived, all groups.
+            kept = candidates[torch.nonzero(torch.cat([k for _, k in frame])).squeeze(1)]
+            order = torch.argsort(kept.scores, descending=True, stable=True)
+            dets.append(kept[order[:self.max_detections]])
         return dets
