@@ -29,7 +29,7 @@ from perception.models.outputs import BEVFeatures, DetectorOutput, SubsetOutput
 from perception.models.radar import RadarEncoder
 from perception.models.radar.velocity import refine_velocity
 from perception.models.tta import flip_batch, merge_heads, unflip_heads
-from perception.structures.batch import Batch
+from perception.structures.batch import Batch, host_to_device
 from perception.structures.grid import BEVGrid
 from perception.structures.instances import Detections
 
@@ -86,22 +86,29 @@ class FusionDetector(nn.Module):
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
-        """(B, M) bool: the Batch carries this sensor for this frame."""
-        b = len(batch)
-        cols = []
-        for m in self.modalities:
-            if m == "camera":
-                cols.append(torch.zeros(b, dtype=torch.bool) if batch.camera_mask is None
-                            else batch.camera_mask.any(1).cpu())
-            elif m == "lidar":
-                cols.append(batch.lidar_mask.cpu().bool())
-            else:
-                cols.append(batch.radar_mask.cpu().bool())
-        return torch.stack(cols, dim=1)
+        """(B, M) bool on the host: the Batch carries this sensor for this frame."""
+        return self._host_masks(batch)[0]
 
-    def select(self, batch: Batch, modalities: Sequence[str] | None = None) -> Tensor:
-        """(B, M) bool sensors used per frame (availability x request x dropout)."""
-        present = self.available(batch)
+    def _host_masks(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """``available`` and the (B, N) camera mask (None without cameras), on the host, read
+        from the Batch's device in one copy: the encoders decide from them what to run without
+        waiting for the GPU again."""
+        b, dev = len(batch), batch.lidar_mask.device
+        cam = batch.camera_mask
+        n = 0 if cam is None else cam.shape[1]
+        flat = torch.cat([torch.zeros(b, 0, dtype=torch.bool, device=dev) if cam is None
+                          else cam.bool().to(dev), batch.lidar_mask.bool()[:, None],
+                          batch.radar_mask.bool().to(dev)[:, None]], dim=1).cpu()
+        cam_host = None if cam is None else flat[:, :n]
+        cols = {"camera": torch.zeros(b, dtype=torch.bool) if cam is None else cam_host.any(1),
+                "lidar": flat[:, n], "radar": flat[:, n + 1]}
+        return torch.stack([cols[m] for m in self.modalities], dim=1), cam_host
+
+    def select(self, batch: Batch, modalities: Sequence[str] | None = None, *,
+               available: Tensor | None = None) -> Tensor:
+        """(B, M) bool on the host: sensors used per frame (availability x request x dropout);
+        ``available`` when the caller has already read it."""
+        present = (self.available(batch) if available is None else available).clone()
         if modalities is not None:
             unknown = set(modalities) - set(self.modalities)
             if unknown:
@@ -134,10 +141,12 @@ class FusionDetector(nn.Module):
         return kept
 
     # ------------------------------------------------------------------ forward
-    def encode(self, batch: Batch, present: Tensor) -> dict[str, BEVFeatures]:
-        """Run the encoders of the sensors some frame uses."""
+    def encode(self, batch: Batch, present: Tensor,
+               camera_mask_host: Tensor | None = None) -> dict[str, BEVFeatures]:
+        """Run the encoders of the sensors some frame uses (``present``: (B, M) bool on the
+        host; ``camera_mask_host``: the Batch's camera mask on the host, if already read)."""
         dev = batch.lidar_mask.device
-        present = present.to(dev)
+        present = present.cpu()
         bevs = {}
         for i, m in enumerate(self.modalities):
             use = present[:, i]
@@ -147,9 +156,12 @@ class FusionDetector(nn.Module):
             if m == "camera":
                 if self.image_size is not None:
                     batch = resize_images(batch, self.image_size)
-                bevs[m] = enc(batch.images, camera_mask=batch.camera_mask & use[:, None],
+                use_dev = host_to_device(use, dev)
+                bevs[m] = enc(batch.images, camera_mask=batch.camera_mask & use_dev[:, None],
                               intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera,
-                              img_aug=batch.img_aug)
+                              img_aug=batch.img_aug,
+                              camera_mask_host=None if camera_mask_host is None
+                              else camera_mask_host & use[:, None])
             elif m == "lidar":
                 bevs[m] = enc(batch.lidar_points, use)
             else:
@@ -157,10 +169,15 @@ class FusionDetector(nn.Module):
         return bevs
 
     def forward(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> DetectorOutput:
-        """Batch -> head maps at the BEV grid resolution (see ``DetectorOutput``)."""
-        present = self.select(batch, modalities)
-        bevs = self.encode(batch, present)
-        fused = self.fuser(bevs, present.to(batch.lidar_mask.device))
+        """Batch -> head maps at the BEV grid resolution (see ``DetectorOutput``).
+
+        On CUDA the host reads the Batch's sensor masks once, here; the encoders, the fuser and
+        the head then queue their kernels without waiting for the GPU except where a size
+        depends on the data (voxel counts, the sparse convolutions' outputs)."""
+        available, camera_mask_host = self._host_masks(batch)
+        present = self.select(batch, modalities, available=available)
+        bevs = self.encode(batch, present, camera_mask_host)
+        fused = self.fuser(bevs, host_to_device(present, batch.lidar_mask.device))
         camera = bevs.get("camera")
         subsets = self._subsets(bevs, present) if self.training else ()
         return DetectorOutput(heads=self.head(fused), present=present, fused=fused,

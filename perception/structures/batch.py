@@ -93,6 +93,16 @@ class Batch:
         )
 
 
+def host_to_device(t: Tensor, device) -> Tensor:
+    """``t.to(device)`` without making the host wait for the GPU: a CPU tensor goes to CUDA
+    through pinned memory, asynchronously (a copy from ordinary memory first waits for every
+    kernel queued before it). Anything else is a plain ``.to``."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def points_with_batch_index(points: Sequence[Tensor]) -> Tensor:
     """Concatenate per-frame clouds, prepending the frame index.
 

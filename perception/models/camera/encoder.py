@@ -40,17 +40,30 @@ class CameraEncoder(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, images: Tensor, *, camera_mask: Tensor, intrinsics: Tensor,
-                ego_T_camera: Tensor, img_aug: Tensor) -> BEVFeatures:
+                ego_T_camera: Tensor, img_aug: Tensor,
+                camera_mask_host: Tensor | None = None) -> BEVFeatures:
+        """``camera_mask_host``: ``camera_mask`` on the host, if the caller has read it: with
+        every camera present the CNN then takes all images as they are, with no index that
+        would make the host wait for the GPU."""
         b, n, _, h, w = images.shape
         stride = self.neck.out_stride
         if h % stride or w % stride:
             raise ValueError(f"image size {(h, w)} is not a multiple of the stride {stride}")
-        present = camera_mask.reshape(-1)
-        x = (images.reshape(b * n, 3, h, w)[present].float() - self.pixel_mean) / self.pixel_std
-        f = self.neck(self.backbone(x))
-        feats = f.new_zeros(b * n, f.shape[1], h // stride, w // stride)
-        feats[present] = f
+        # The frustum geometry first: reading the calibration (and, on a cache miss, building
+        # it) waits for the GPU, which costs least before the CNN's kernels are queued.
+        geom = self.lift.geometry(intrinsics=intrinsics, ego_T_camera=ego_T_camera,
+                                  img_aug=img_aug, camera_mask=camera_mask,
+                                  feature_shape=(h // stride, w // stride))
+        images = images.reshape(b * n, 3, h, w)
+        if camera_mask_host is not None and bool(camera_mask_host.all()):
+            feats = self.neck(self.backbone((images.float() - self.pixel_mean) / self.pixel_std))
+        else:
+            present = camera_mask.reshape(-1)
+            f = self.neck(self.backbone((images[present].float() - self.pixel_mean)
+                                        / self.pixel_std))
+            feats = f.new_zeros(b * n, f.shape[1], h // stride, w // stride)
+            feats[present] = f
         bev, valid, depth_logits = self.lift(
             feats.reshape(b, n, *feats.shape[1:]), intrinsics=intrinsics,
-            ego_T_camera=ego_T_camera, img_aug=img_aug, camera_mask=camera_mask)
+            ego_T_camera=ego_T_camera, img_aug=img_aug, camera_mask=camera_mask, geometry=geom)
         return BEVFeatures(self.bev_conv(bev), valid, depth_logits)

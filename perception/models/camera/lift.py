@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from perception.ops.bev_pool import bev_pool, cached_geometry
+from perception.ops.bev_pool import BEVPoolGeometry, bev_pool, cached_geometry, find_geometry
 from perception.structures.grid import BEVGrid
 
 
@@ -62,16 +62,16 @@ def frustum_points(*, intrinsics: Tensor, ego_T_camera: Tensor, img_aug: Tensor,
 
 
 def calibration_key(*tensors: Tensor) -> tuple:
-    """Hashable identity of a rig calibration: the bytes of its (small) tensors.
+    """Hashable identity of a rig calibration: the dtypes, shapes and values of its (small)
+    tensors.
 
-    Costs one host copy of a few hundred floats; a wrong cache hit would silently misplace the
-    whole camera BEV, so the key is exact rather than, say, a sample token.
+    Costs one device-to-host copy of a few hundred numbers (all tensors in one, in float64,
+    which holds float32, integers and bools exactly); a wrong cache hit would silently misplace
+    the whole camera BEV, so the key is exact rather than, say, a sample token.
     """
-    parts = []
-    for t in tensors:
-        a = t.detach().cpu().contiguous()
-        parts.append((str(a.dtype), tuple(a.shape), a.numpy().tobytes()))
-    return tuple(parts)
+    dev = tensors[0].device
+    flat = torch.cat([t.detach().reshape(-1).to(dev, torch.float64) for t in tensors]).cpu()
+    return (tuple((str(t.dtype), tuple(t.shape)) for t in tensors), flat.numpy().tobytes())
 
 
 class DepthLift(nn.Module):
@@ -105,23 +105,38 @@ class DepthLift(nn.Module):
         )
         self.out_channels = context_channels
 
+    def geometry(self, *, intrinsics: Tensor, ego_T_camera: Tensor, img_aug: Tensor,
+                 camera_mask: Tensor, feature_shape: tuple[int, int]) -> BEVPoolGeometry:
+        """Which frustum point lands in which BEV cell, for this calibration and a feature map of
+        ``feature_shape``: cached per calibration; the points are computed only on a miss."""
+        b, n = camera_mask.shape
+        h, w = feature_shape
+        key = ("lift", self.stride, calibration_key(intrinsics, ego_T_camera, img_aug,
+                                                    camera_mask, self.depths))
+        shape = (b, n, self.num_depth, h, w, 3)
+        geom = find_geometry(key, shape, self.grid, intrinsics.device)
+        if geom is None:
+            with torch.no_grad():
+                pts = frustum_points(intrinsics=intrinsics, ego_T_camera=ego_T_camera,
+                                     img_aug=img_aug, camera_mask=camera_mask,
+                                     feature_shape=(h, w), stride=self.stride, depths=self.depths)
+            geom = cached_geometry(pts, self.grid, key=key)
+        return geom
+
     def forward(self, feats: Tensor, *, intrinsics: Tensor, ego_T_camera: Tensor,
-                img_aug: Tensor, camera_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                img_aug: Tensor, camera_mask: Tensor,
+                geometry: BEVPoolGeometry | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``geometry``: :meth:`geometry` of the same calibration, when the caller has it."""
         b, n, c, h, w = feats.shape
+        if geometry is None:
+            geometry = self.geometry(intrinsics=intrinsics, ego_T_camera=ego_T_camera,
+                                     img_aug=img_aug, camera_mask=camera_mask,
+                                     feature_shape=(h, w))
         y = self.net(feats.reshape(b * n, c, h, w))
         logits = y[:, :self.num_depth].reshape(b, n, self.num_depth, h, w)
         depth = logits.softmax(dim=2)
         context = y[:, self.num_depth:].reshape(b, n, self.context_channels, h, w)
-        key = ("lift", self.stride, calibration_key(intrinsics, ego_T_camera, img_aug,
-                                                    camera_mask, self.depths))
-        # Points are recomputed every call (a few ms); the expensive part, sorting them into
-        # cells, is what the geometry cache saves.
-        with torch.no_grad():
-            pts = frustum_points(intrinsics=intrinsics, ego_T_camera=ego_T_camera,
-                                 img_aug=img_aug, camera_mask=camera_mask,
-                                 feature_shape=(h, w), stride=self.stride, depths=self.depths)
-        geom = cached_geometry(pts, self.grid, key=key)
-        bev = bev_pool(depth, context.permute(0, 1, 3, 4, 2).contiguous(), geom)
-        counts = geom.cell_ptr[1:] - geom.cell_ptr[:-1]
+        bev = bev_pool(depth, context.permute(0, 1, 3, 4, 2).contiguous(), geometry)
+        counts = geometry.cell_ptr[1:] - geometry.cell_ptr[:-1]
         valid = (counts > 0).reshape(b, *self.grid.shape)
         return bev, valid, logits

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from perception.models.lidar.backbone import HeightCollapse, SparseBackbone3D, spconv_module
 from perception.models.outputs import BEVFeatures
 from perception.ops.voxelize import voxelize
+from perception.structures.batch import host_to_device
 from perception.structures.grid import BEVGrid
 
 
@@ -59,13 +60,15 @@ class LidarEncoder(nn.Module):
         shift = [0.0, 0.0, z_mid] + [0.0] * (self.in_channels - 3)
         self.register_buffer("feature_scale", torch.tensor(scale), persistent=False)
         self.register_buffer("feature_shift", torch.tensor(shift), persistent=False)
+        # On the model's device, so that placing voxel centres copies nothing from the host.
+        self.register_buffer("voxel_size_t", torch.tensor(self.voxel_size), persistent=False)
+        self.register_buffer("range_lo", torch.tensor(self.point_range[:3]), persistent=False)
         self.out_channels = collapse.out_channels
 
     def voxelize(self, points: list[Tensor], present: Tensor) -> tuple[Tensor, Tensor]:
         """Returns voxel features (M, C_in) float32 and coords (M, 4) int32 (b, z, y, x)."""
         feats, coords = [], []
-        vs = torch.tensor(self.voxel_size)
-        lo = torch.tensor(self.point_range[:3])
+        vs, lo = self.voxel_size_t, self.range_lo
         for b, (p, keep) in enumerate(zip(points, present.tolist())):
             if not keep or len(p) == 0:
                 continue
@@ -85,8 +88,9 @@ class LidarEncoder(nn.Module):
 
     def forward(self, points: list[Tensor], present: Tensor) -> BEVFeatures:
         b = len(points)
+        present = present.cpu()      # the host decides which frames to voxelize
         feats, coords = self.voxelize(points, present)
-        valid = present[:, None, None].expand(b, *self.grid.shape)
+        valid = host_to_device(present, feats.device)[:, None, None].expand(b, *self.grid.shape)
         if len(feats) == 0:
             # No voxel anywhere: nothing for spconv to do. Still run the dense part on zeros so
             # the output has the right shape and stays attached to the parameters.

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from perception.models.layers import ConvBNReLU
 from perception.models.outputs import BEVFeatures
+from perception.structures.batch import host_to_device
 from perception.structures.grid import BEVGrid
 
 _VELOCITY_FIELDS = ("vx_comp", "vy_comp", "vx", "vy")
@@ -63,10 +64,11 @@ class RadarEncoder(nn.Module):
         self.out_channels = out_channels
 
     def point_features(self, points: Tensor, fields: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-        """(R, C_radar) -> per-point input (R', 2 + F) and flat cell index (R',) of in-range points."""
+        """(R, C_radar) -> per-point input (R, 2 + F) and flat cell index (R,), -1 for points
+        outside the grid (their input zeroed). Every point is kept, so no shape here depends on
+        the data (on CUDA nothing waits for the GPU)."""
         xy = points[:, :2]
-        keep = self.grid.in_range(xy)
-        points, xy = points[keep], xy[keep]
+        inside = self.grid.in_range(xy)
         rc = self.grid.xy_to_cell(xy)
         centre = self.grid.cell_to_xy(rc)
         offset = (xy - centre) / self.grid.cell_size
@@ -79,8 +81,11 @@ class RadarEncoder(nn.Module):
                 v = v * self.field_scale.get(name, 1.0)
             cols.append(v)
         cols = torch.stack(cols, dim=1) if cols else offset.new_zeros(len(offset), 0)
-        cell = rc[:, 0] * self.grid.width + rc[:, 1]
-        return torch.cat([offset, torch.nan_to_num(cols)], dim=1), cell
+        x = torch.cat([offset, torch.nan_to_num(cols)], dim=1)
+        # Zero, not just unused: a NaN input would reach the MLP's weight gradients.
+        x = torch.where(inside[:, None], x, torch.zeros_like(x))
+        cell = torch.where(inside, rc[:, 0] * self.grid.width + rc[:, 1], -1)
+        return x, cell
 
     def forward(self, points: list[Tensor], fields: tuple[str, ...], present: Tensor) -> BEVFeatures:
         missing = [f for f in self.point_fields if f not in fields]
@@ -88,16 +93,18 @@ class RadarEncoder(nn.Module):
             raise ValueError(f"radar points lack fields {missing} (have {fields})")
         b = len(points)
         h, w = self.grid.shape
+        present = present.cpu()      # the host decides which frames to encode
+        n_cells = b * h * w          # one more row collects the points outside the grid
         feats, cells = [], []
         for i, (p, keep) in enumerate(zip(points, present.tolist())):
             if not keep:
                 continue
             f, c = self.point_features(p.float(), fields)
             feats.append(f)
-            cells.append(c + i * h * w)
+            cells.append(torch.where(c >= 0, c + i * h * w, n_cells))
         dev = self.bev_conv[0][0].weight.device
-        pooled = torch.zeros(b * h * w, self.pooled_channels, device=dev)
-        raw = torch.zeros(b * h * w, RAW_CHANNELS, device=dev)
+        pooled = torch.zeros(n_cells + 1, self.pooled_channels, device=dev)
+        raw = torch.zeros(n_cells + 1, RAW_CHANNELS, device=dev)
         if feats:
             f, cell = torch.cat(feats), torch.cat(cells)
             if len(f):
@@ -106,13 +113,13 @@ class RadarEncoder(nn.Module):
                 pooled = pooled.scatter_reduce(0, cell[:, None].expand_as(y), y, "amax",
                                                include_self=True)
                 ones = torch.ones_like(cell, dtype=f.dtype)
-                count = torch.zeros(b * h * w, device=dev).index_add(0, cell, ones)
-                vel_cols = [2 + self.point_fields.index(n) for n in ("vx_comp", "vy_comp")]
-                vel = f[:, vel_cols]
-                vsum = torch.zeros(b * h * w, 2, device=dev).index_add(0, cell, vel)
+                count = torch.zeros(n_cells + 1, device=dev).index_add(0, cell, ones)
+                vel = torch.stack([f[:, 2 + self.point_fields.index(n)]
+                                   for n in ("vx_comp", "vy_comp")], dim=1)
+                vsum = torch.zeros(n_cells + 1, 2, device=dev).index_add(0, cell, vel)
                 raw = torch.cat([vsum / count.clamp(min=1)[:, None], torch.log1p(count)[:, None]], 1)
-        pooled = pooled.view(b, h, w, -1).permute(0, 3, 1, 2)
-        raw = raw.view(b, h, w, RAW_CHANNELS).permute(0, 3, 1, 2)
+        pooled = pooled[:n_cells].view(b, h, w, -1).permute(0, 3, 1, 2)
+        raw = raw[:n_cells].view(b, h, w, RAW_CHANNELS).permute(0, 3, 1, 2)
         out = torch.cat([self.bev_conv(torch.cat([pooled, raw], 1)), raw], dim=1)
-        valid = present[:, None, None].expand(b, h, w)
+        valid = host_to_device(present, dev)[:, None, None].expand(b, h, w)
         return BEVFeatures(out, valid)

@@ -15,10 +15,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from .csr import bev_pool_csr
-from .geometry import BEVPoolGeometry, cached_geometry
+from .geometry import BEVPoolGeometry, cached_geometry, find_geometry
 from .reference import bev_pool_reference
 
-__all__ = ["bev_pool", "BEVPoolGeometry", "cached_geometry", "bev_pool_reference"]
+__all__ = ["bev_pool", "BEVPoolGeometry", "cached_geometry", "find_geometry", "bev_pool_reference"]
 
 
 def bev_pool(depth: Tensor, feats: Tensor, geometry: BEVPoolGeometry, *,

@@ -112,13 +112,26 @@ def cached_geometry(points: Tensor, grid, key=None) -> BEVPoolGeometry:
     if key is None:
         data = points.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
         key = ("digest", hashlib.blake2b(data, digest_size=16).hexdigest())
-    full_key = (key, tuple(points.shape), grid, str(points.device))
-    geom = _CACHE.get(full_key)
+    full_key = _full_key(key, points.shape, grid, points.device)
+    geom = find_geometry(key, points.shape, grid, points.device)
     if geom is None:
         geom = BEVPoolGeometry.build(points, grid)
         _CACHE[full_key] = geom
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-    else:
+    return geom
+
+
+def _full_key(key, points_shape, grid, device) -> tuple:
+    return (key, tuple(points_shape), grid, str(torch.device(device)))
+
+
+def find_geometry(key, points_shape, grid, device) -> BEVPoolGeometry | None:
+    """The geometry :func:`cached_geometry` holds for ``key`` and frustum points of shape
+    ``points_shape`` (B, N, D, H, W, 3) on ``device``, or None: a lookup that needs no points,
+    so that a caller computes them only on a miss."""
+    full_key = _full_key(key, points_shape, grid, device)
+    geom = _CACHE.get(full_key)
+    if geom is not None:
         _CACHE.move_to_end(full_key)
     return geom
