@@ -17,7 +17,8 @@
 #   profile     tools/gpu_profile.py e2e and voxelize: torch.profiler tables
 #                                                                -> profile_e2e.log/.json,
 #                                                                   profile_vox.log/.json
-# $OUT/env.txt: machine, versions, each step's exit status and seconds. A failed step is
+# $OUT/env.txt: machine, versions, each step's exit status and seconds; the .log and .xml files
+# end up in $OUT/logs.tgz (the device tool returns at most 8 files). A failed step is
 # reported and the next one runs. DEVICE=cpu, OPS=..., E2E=0 and PROFILE=0 rehearse it on a CPU
 # machine.
 set -uo pipefail
@@ -81,4 +82,7 @@ cat "$OUT/env.txt"
 for f in ops_bench cuda_tests model_tests e2e_bench syncs profile_e2e profile_vox; do
     [ -f "$OUT/$f.log" ] && { echo "== $f"; tail -n 25 "$OUT/$f.log"; }
 done
+# The device tool brings back at most 8 files: the logs and the JUnit file travel as one archive.
+(cd "$OUT" && tar czf logs.tgz ./*.log ./*.xml 2>/dev/null && rm -f ./*.log ./*.xml)
+ls "$OUT"
 exit 0

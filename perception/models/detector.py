@@ -148,7 +148,12 @@ class FusionDetector(nn.Module):
         dev = batch.lidar_mask.device
         present = present.cpu()
         bevs = {}
-        for i, m in enumerate(self.modalities):
+        # LiDAR first: its sizes depend on the data, so on CUDA it waits for the GPU several
+        # times; queued after it, the cameras' and radar's kernels run while the host goes on
+        # (the other order leaves the host idle behind the camera CNN at the first wait).
+        order = sorted(range(len(self.modalities)), key=lambda i: self.modalities[i] != "lidar")
+        for i in order:
+            m = self.modalities[i]
             use = present[:, i]
             if not use.any():
                 continue
@@ -166,7 +171,7 @@ class FusionDetector(nn.Module):
                 bevs[m] = enc(batch.lidar_points, use)
             else:
                 bevs[m] = enc(batch.radar_points, batch.radar_fields, use)
-        return bevs
+        return {m: bevs[m] for m in self.modalities if m in bevs}
 
     def forward(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> DetectorOutput:
         """Batch -> head maps at the BEV grid resolution (see ``DetectorOutput``).

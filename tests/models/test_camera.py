@@ -82,3 +82,42 @@ def test_camera_encoder_forward_backward_and_coverage(kit):
     bev.features.sum().backward()
     grads = [p.grad for p in enc.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_camera_encoder_with_every_camera_present_skips_the_index_and_agrees(kit):
+    """Given the camera mask on the host and every camera present, the CNN takes the images as
+    they are (no boolean index: on CUDA nothing waits for the GPU); the output is the same."""
+    cfg = kit.tiny_config(("camera",))
+    enc = build_camera(cfg).eval()
+    batch = kit.make_batch(grid=kit.grid, batch_size=2, n_cams=2)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    kw = dict(intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera, img_aug=batch.img_aug)
+    with torch.no_grad():
+        indexed = enc(batch.images, camera_mask=mask, **kw)
+        direct = enc(batch.images, camera_mask=mask, camera_mask_host=mask.clone(), **kw)
+        # A host mask with a camera missing takes the indexed path.
+        partial = mask.clone()
+        partial[1, 1] = False
+        a = enc(batch.images, camera_mask=partial, camera_mask_host=partial, **kw)
+        b = enc(batch.images, camera_mask=partial, **kw)
+    torch.testing.assert_close(direct.features, indexed.features)
+    assert torch.equal(direct.valid, indexed.valid)
+    torch.testing.assert_close(a.features, b.features)
+    assert not torch.equal(a.valid, direct.valid)
+
+
+def test_lift_geometry_is_cached_per_calibration(kit):
+    """The lift looks its geometry up before computing any frustum point; a changed calibration
+    (one intrinsic, one camera missing) is a different key."""
+    cfg = kit.tiny_config(("camera",))
+    lift = build_camera(cfg).lift
+    batch = kit.make_batch(grid=kit.grid, batch_size=1, n_cams=2)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    kw = dict(intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera, img_aug=batch.img_aug,
+              feature_shape=(4, 6))
+    g = lift.geometry(camera_mask=mask, **kw)
+    assert lift.geometry(camera_mask=mask.clone(), **kw) is g
+    other = dict(kw, intrinsics=batch.intrinsics.clone())
+    other["intrinsics"][0, 0, 0, 0] += 1e-3
+    assert lift.geometry(camera_mask=mask, **other) is not g
+    assert lift.geometry(camera_mask=torch.tensor([[True, False]]), **kw) is not g

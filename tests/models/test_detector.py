@@ -290,6 +290,31 @@ def test_training_on_cuda_with_mixed_precision(kit):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.cuda
+def test_camera_radar_frame_on_cuda_waits_for_the_gpu_three_times(kit):
+    """Each host wait drains the GPU's queue (docs/performance.md). A camera + radar frame, once
+    its geometry is cached, waits only to read the sensor masks, the calibration key and the
+    number of decoded boxes; the LiDAR branch adds its data-dependent sizes (voxel count, the
+    sparse convolutions' outputs), not counted here."""
+    import warnings
+
+    model = build_model(kit.tiny_config(("camera", "radar"))).cuda().eval()
+    batch = kit.make_batch(grid=kit.grid, batch_size=1, boxes_per_frame=3, seed=3).to("cuda")
+    with torch.no_grad():
+        model.head.decode(model(batch).heads)                  # compiles, builds the geometry
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                dets = model.head.decode(model(batch).heads)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= 3, syncs
+    assert len(dets) == 1
+
+
 @pytest.mark.parametrize("name", ["nuscenes/fusion", "synthetic/fusion", "synthetic/lidar",
                                   "synthetic/camera", "synthetic/camera_radar",
                                   "synthetic/camera_lidar"])

@@ -66,3 +66,30 @@ def test_radar_point_inputs_are_of_order_one(kit):
     cols = dict(zip(enc.point_fields, f[0, 2:].tolist()))   # after the two in-cell offsets
     assert cols == pytest.approx({"z": 0.6, "rcs": 2.0, "vx_comp": 2.0, "vy_comp": -1.0,
                                   "time_lag": 0.5})
+
+
+def test_radar_points_outside_the_grid_or_nan_change_nothing(kit):
+    """Returns outside the grid (or with NaN positions) are kept through the MLP at fixed size but
+    land in a spare row: the map and the gradients are those of the inside returns alone."""
+    enc = build_radar(kit.tiny_config(("radar",)))
+    fields = kit.make_batch(grid=kit.grid, batch_size=1).radar_fields
+    inside = torch.zeros(2, len(fields))
+    inside[:, 0:2] = torch.tensor([[3.3, -4.1], [-1.0, 2.0]])
+    inside[:, fields.index("vx_comp")] = torch.tensor([4.0, -3.0])
+    outside = torch.zeros(3, len(fields))
+    outside[:, 0:2] = torch.tensor([[500.0, 0.0], [float("nan"), 1.0], [0.0, -1e4]])
+    outside[:, fields.index("vx_comp")] = 7.0
+    both = torch.cat([outside[:2], inside[:1], outside[2:], inside[1:]])
+    grads = []
+    for pts in (inside, both):
+        enc.zero_grad()
+        bev = enc([pts], fields, torch.tensor([True]))
+        bev.features.square().sum().backward()
+        grads.append(enc.mlp[0].weight.grad.clone())
+        if pts is inside:
+            ref = bev.features.detach()
+    torch.testing.assert_close(bev.features.detach(), ref)
+    assert torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)  # summation order
+    _, cell = enc.point_features(both, fields)
+    assert cell.tolist()[:2] == [-1, -1] and cell[3] == -1 and (cell[[2, 4]] >= 0).all()

@@ -173,3 +173,13 @@ def test_cuda_matches_reference():
     exp = torch.autograd.grad(ref, [depth, feats], g)
     for a, b in zip(got, exp):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
+
+
+def test_find_geometry_looks_up_without_points():
+    from perception.ops.bev_pool import find_geometry
+
+    pts = frustum(seed=9)
+    assert find_geometry("calib-find", pts.shape, GRID, pts.device) is None
+    g = cached_geometry(pts, GRID, key="calib-find")
+    assert find_geometry("calib-find", pts.shape, GRID, "cpu") is g
+    assert find_geometry("calib-find", (1, *pts.shape[1:]), GRID, "cpu") is None
