@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from perception.models.heads import (
@@ -154,7 +155,8 @@ def _decode_by_definition(head, outputs):
             attrs = out.attribute[i].float().reshape(8, -1)[:, cell].T \
                 .masked_fill(~allowed, float("-inf")).argmax(1)
             attrs = torch.where(allowed.any(1), attrs, torch.full_like(attrs, -1))
-            keep = circle_nms(boxes[:, :2], s, labels, head.nms_radius[g], backend="reference")
+            keep = (circle_nms(boxes[:, :2], s, labels, head.nms_radius[g], backend="reference")
+                    if head.nms_radius[g] > 0 else torch.arange(len(s)))
             groups.append(Detections(Boxes3D(boxes[keep]), s[keep], labels[keep], attrs[keep]))
         d = Detections.cat(groups)
         order = torch.sort(d.scores, descending=True, stable=True).indices
@@ -162,22 +164,43 @@ def _decode_by_definition(head, outputs):
     return dets
 
 
+def _random_maps(seed=4, b=2):
+    from perception.models.outputs import HeadOutput
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = GRID.shape
+    outputs = []
+    for group in GROUPS:
+        heat = torch.randn(b, len(group), h, w, generator=g) * 2.0 - 1.0
+        heat[:, :, ::7, ::5] = 1.5     # equal scores, some of them peaks
+        outputs.append(HeadOutput(heatmap=heat, regression=torch.randn(b, 10, h, w, generator=g),
+                                  attribute=torch.randn(b, 8, h, w, generator=g)))
+    return tuple(outputs)
+
+
+@pytest.mark.cuda
+def test_decode_on_cuda_equals_its_definition(kit):
+    """The batched Triton NMS path of the decoder (all groups and frames as one batch of sets)."""
+    from perception.models.outputs import HeadOutput
+
+    head = kit.small_head(GRID, GROUPS)
+    outputs = _random_maps(seed=7)
+    on_gpu = tuple(HeadOutput(heatmap=o.heatmap.cuda(), regression=o.regression.cuda(),
+                              attribute=o.attribute.cuda()) for o in outputs)
+    got = head.cuda().decode(on_gpu)
+    for d, e in zip(got, _decode_by_definition(head.cpu(), outputs)):
+        assert len(d) == len(e) > 0
+        torch.testing.assert_close(d.scores.cpu(), e.scores)
+        assert d.labels.tolist() == e.labels.tolist()
+        torch.testing.assert_close(d.boxes.tensor.cpu(), e.boxes.tensor, atol=1e-4, rtol=1e-4)
+
+
 def test_decode_equals_its_definition_on_random_maps(kit):
     """Fixed-shape decoding (every group's top-k kept, survivors read once) gives what
     thresholding, NMS and sorting each group on its own give: noisy maps with many close peaks
     (NMS at work), equal scores, two frames, more survivors than max_detections."""
-    from perception.models.outputs import HeadOutput
-
     head = kit.small_head(GRID, GROUPS)
-    g = torch.Generator().manual_seed(4)
-    h, w = GRID.shape
-    outputs = []
-    for group in GROUPS:
-        heat = torch.randn(2, len(group), h, w, generator=g) * 2.0 - 1.0
-        heat[:, :, ::7, ::5] = 1.5     # equal scores, some of them peaks
-        outputs.append(HeadOutput(heatmap=heat, regression=torch.randn(2, 10, h, w, generator=g),
-                                  attribute=torch.randn(2, 8, h, w, generator=g)))
-    outputs = tuple(outputs)
+    outputs = _random_maps()
     got, expect = head.decode(outputs), _decode_by_definition(head, outputs)
     assert len(got) == 2
     for d, e in zip(got, expect):
@@ -186,6 +209,13 @@ def test_decode_equals_its_definition_on_random_maps(kit):
         assert d.labels.tolist() == e.labels.tolist()
         assert d.attributes.tolist() == e.attributes.tolist()
         torch.testing.assert_close(d.boxes.tensor, e.boxes.tensor)  # atan2 on other lengths: 1 ulp
+    # A group without NMS (radius 0) keeps every peak above the threshold.
+    head.nms_radius = (2.0, 0.0, 3.2, 1.0, 0.9, 0.4)
+    got, expect = head.decode(outputs), _decode_by_definition(head, outputs)
+    for d, e in zip(got, expect):
+        assert d.labels.tolist() == e.labels.tolist()
+        torch.testing.assert_close(d.boxes.tensor, e.boxes.tensor)
+    head.nms_radius = (2.0, 3.5, 3.2, 1.0, 0.9, 0.4)
     # Fewer survivors than max_detections: a high threshold leaves a few per frame.
     head.score_threshold = 0.995
     got, expect = head.decode(outputs), _decode_by_definition(head, outputs)

@@ -252,9 +252,12 @@ def test_greedy_flags_host_fallback_honours_valid(interpreted, monkeypatch):
     b, s, lab = b[:40], s[:40], lab[:40]
     valid = torch.rand(40, generator=torch.Generator().manual_seed(3)) < 0.5
     fast = mod.circle_nms_keep_triton(b, s, lab, 2.0, valid)
+    xy, ss, sl, sv = _sets(n=20)
+    sets = mod.circle_nms_keep_triton(xy, ss, sl, 1.0, sv)
     monkeypatch.setattr(mod, "_GREEDY_MAX", 8)
     assert torch.equal(mod.circle_nms_keep_triton(b, s, lab, 2.0, valid), fast)
     assert torch.equal(fast, _keep_expected(b, s, lab, 2.0, valid))
+    assert torch.equal(mod.circle_nms_keep_triton(xy, ss, sl, 1.0, sv), sets)
 
 
 @pytest.mark.cuda
@@ -266,3 +269,49 @@ def test_circle_nms_keep_cuda_equals_reference(case):
     expect = _keep_expected(b, s, lab, radius,
                             torch.ones(len(s), dtype=torch.bool) if valid is None else valid)
     assert got.is_cuda and torch.equal(got.cpu(), expect)
+
+
+def _sets(n_sets=3, n=30, seed=21):
+    """S independent sets: random centres (close pairs, ties), labels, validity; one set empty of
+    valid boxes."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n_sets, n, 2, generator=g) * 8.0
+    xy[:, 1::3] = xy[:, ::3][:, :xy[:, 1::3].shape[1]] + 0.3      # near-duplicates
+    s = torch.rand(n_sets, n, generator=g)
+    s[:, ::5] = 0.5                                                    # ties
+    lab = torch.randint(0, 3, (n_sets, n), generator=g)
+    valid = torch.rand(n_sets, n, generator=g) < 0.7
+    valid[-1] = False
+    return xy, s, lab, valid
+
+
+@pytest.mark.parametrize("backend", ["fast", "reference"])
+def test_circle_nms_keep_on_sets_is_per_set(backend):
+    xy, s, lab, valid = _sets()
+    radius = [0.5, 1.0, 2.0]
+    got = circle_nms_keep(xy, s, lab, radius, valid, backend=backend)
+    assert got.shape == s.shape
+    for i in range(len(s)):
+        assert torch.equal(got[i], _keep_expected(xy[i], s[i], lab[i], radius, valid[i]))
+
+
+def test_circle_nms_keep_triton_on_sets_is_per_set(interpreted):
+    mod = interpreted("perception.ops.nms")
+    xy, s, lab, valid = _sets(n=20)
+    for radius in (1.0, [0.5, 1.0, 2.0]):
+        got = mod.circle_nms_keep_triton(xy, s, lab, radius, valid)
+        for i in range(len(s)):
+            assert torch.equal(got[i], _keep_expected(xy[i], s[i], lab[i], radius, valid[i]))
+    got = mod.circle_nms_keep_triton(xy, s, None, 1.0, None)
+    for i in range(len(s)):
+        assert torch.equal(got[i], _keep_expected(xy[i], s[i], None, 1.0,
+                                                  torch.ones(s.shape[1], dtype=torch.bool)))
+
+
+@pytest.mark.cuda
+def test_circle_nms_keep_cuda_on_sets_is_per_set():
+    xy, s, lab, valid = _sets(n_sets=6, n=500)
+    radius = torch.tensor([0.5, 1.0, 2.0]).cuda()
+    got = circle_nms_keep(xy.cuda(), s.cuda(), lab.cuda(), radius, valid.cuda()).cpu()
+    for i in range(len(s)):
+        assert torch.equal(got[i], _keep_expected(xy[i], s[i], lab[i], [0.5, 1.0, 2.0], valid[i]))

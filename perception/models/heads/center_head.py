@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perception.models.heads.decode import attribute_mask, decode_group
+from perception.models.heads.decode import attribute_mask, decode_candidates
 from perception.models.heads.losses import gaussian_focal_loss, masked_l1
 from perception.models.heads.targets import REG_FIELDS, assign_targets, decode_codes
 from perception.models.layers import ConvBNReLU
 from perception.models.outputs import HeadOutput
 from perception.structures.grid import BEVGrid
+from perception.structures.boxes import Boxes3D
 from perception.structures.instances import Detections, GroundTruth
 from perception.structures.labels import ATTRIBUTE_NAMES
 
@@ -61,6 +62,14 @@ class CenterHead(nn.Module):
         for g, group in enumerate(class_groups):
             self.register_buffer(f"group_ids_{g}", torch.tensor(
                 [classes.index(c) for c in group], dtype=torch.int64), persistent=False)
+        # The same as one (G, max group size) table (padded with class 0, never read), for the
+        # decoder that takes all groups at once.
+        width = max(len(group) for group in class_groups)
+        self.register_buffer("group_class_table", torch.tensor(
+            [[classes.index(c) for c in group] + [0] * (width - len(group))
+             for group in class_groups], dtype=torch.int64), persistent=False)
+        self.register_buffer("_class_nms_radius", torch.zeros(len(classes)), persistent=False)
+        self._class_nms_radius_of: tuple | None = None     # the nms_radius it was built from
         self.min_overlap, self.min_radius, self.max_objects = min_overlap, min_radius, max_objects
         self.heatmap_weight = heatmap_weight
         self.regression_weight = regression_weight
@@ -149,21 +158,32 @@ class CenterHead(nn.Module):
                                  decode_codes(cells, pred[i, m], self.grid)))
         return [tuple(torch.cat(x) for x in zip(*p)) for p in parts]
 
+    def class_nms_radius(self) -> Tensor:
+        """(num_classes,) circle-NMS radius of each class (its group's ``nms_radius``; 0 for
+        classes in no group), on the model's device; rebuilt only when ``nms_radius`` changes."""
+        if self._class_nms_radius_of != tuple(self.nms_radius):
+            r = torch.zeros(len(self.classes))
+            for group, radius in zip(self.class_groups, self.nms_radius):
+                for c in group:
+                    r[self.classes.index(c)] = float(radius)
+            self._class_nms_radius.copy_(r)
+            self._class_nms_radius_of = tuple(self.nms_radius)
+        return self._class_nms_radius
+
     @torch.no_grad()
     def decode(self, outputs: tuple[HeadOutput, ...]) -> list[Detections]:
         """Head maps -> B Detections in the ego frame, best ``max_detections`` by score."""
-        per_group = []
-        for g, (out, radius) in enumerate(zip(outputs, self.nms_radius)):
-            ids = getattr(self, f"group_ids_{g}")
-            per_group.append(decode_group(
-                out.heatmap.float(), out.regression.float(), out.attribute.float(),
-                grid=self.grid, class_ids=ids, attr_mask=self.attr_mask, top_k=self.top_k,
-                score_threshold=self.score_threshold, nms_radius=radius))
+        boxes, scores, labels, attrs, keep = decode_candidates(
+            outputs, grid=self.grid, class_table=self.group_class_table,
+            attr_mask=self.attr_mask, top_k=self.top_k, score_threshold=self.score_threshold,
+            class_radius=self.class_nms_radius())
         dets = []
-        for frame in zip(*per_group):
-            candidates = Detections.cat(c for c, _ in frame)
+        for i in range(len(keep)):
             # The one place decoding waits for the GPU: how many boxes survived, all groups.
-            kept = candidates[torch.nonzero(torch.cat([k for _, k in frame])).squeeze(1)]
-            order = torch.argsort(kept.scores, descending=True, stable=True)
-            dets.append(kept[order[:self.max_detections]])
+            sel = torch.nonzero(keep[i].reshape(-1)).squeeze(1)
+            d = Detections(boxes=Boxes3D(boxes[i].reshape(-1, boxes.shape[-1])[sel]),
+                           scores=scores[i].reshape(-1)[sel], labels=labels[i].reshape(-1)[sel],
+                           attributes=attrs[i].reshape(-1)[sel])
+            order = torch.argsort(d.scores, descending=True, stable=True)
+            dets.append(d[order[:self.max_detections]])
         return dets

@@ -25,47 +25,62 @@ def attribute_mask(classes: tuple[str, ...]) -> Tensor:
     return m
 
 
-def decode_group(heatmap: Tensor, regression: Tensor, attribute: Tensor, *, grid: BEVGrid,
-                 class_ids: Tensor, attr_mask: Tensor, top_k: int, score_threshold: float,
-                 nms_radius: float) -> list[tuple[Detections, Tensor]]:
-    """One class group's maps -> per frame, its top-k candidates and which of them survive.
+def decode_candidates(outputs, *, grid: BEVGrid, class_table: Tensor, attr_mask: Tensor,
+                      top_k: int, score_threshold: float, class_radius: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Every class group's maps at once -> each group's top-k candidates and which survive.
 
-    Every shape here is fixed by ``top_k``, never by the data: on CUDA the whole group is queued
-    without the host waiting for the GPU (the head reads the survivors of all groups at once).
+    Every shape here is fixed by ``top_k``, never by the data, and the groups go through the
+    box decoding and the NMS together: on CUDA the whole decode is queued without the host
+    waiting for the GPU, in a few dozen kernels whatever the number of groups.
 
     Args:
-        heatmap: (B, K, H, W) logits; regression: (B, 10, H, W); attribute: (B, 8, H, W) logits.
-        class_ids: (K,) global class index of each channel; attr_mask: (num_classes, 8) bool.
+        outputs: one ``HeadOutput`` per group: heatmap (B, K_g, H, W) logits, regression
+            (B, 10, H, W), attribute (B, 8, H, W) logits.
+        class_table: (G, max K_g) int64, the global class index of each group's channels.
+        attr_mask: (num_classes, 8) bool, the attributes each class may take.
+        class_radius: (num_classes,) float, circle-NMS radius (m) per class; <= 0: no NMS.
     Returns:
-        per frame ``(candidates, keep)``: Detections (ego frame) of the ``min(top_k, K*H*W)``
-        best 3x3 peaks in descending score, and (N,) bool: above the score threshold and not
-        suppressed by circle NMS within its class.
+        boxes (B, G, k, 9) ego frame, scores (B, G, k), labels (B, G, k) int64, attributes
+        (B, G, k) int64 (-1: none) and keep (B, G, k) bool: above the score threshold and not
+        suppressed by circle NMS within its class. Per group the candidates are the
+        ``min(top_k, K_g*H*W)`` best 3x3 peaks in descending score; k is the largest of those
+        (shorter groups padded with score -1, never kept).
     """
-    b, k, h, w = heatmap.shape
-    heat = heatmap.sigmoid()
-    # A cell is a candidate only if it is the maximum of its 3x3 neighbourhood: one peak per
-    # object before any NMS.
-    peak = F.max_pool2d(heat, 3, stride=1, padding=1)
-    heat = heat * (heat == peak)
-    scores, flat = heat.reshape(b, -1).topk(min(top_k, k * h * w), dim=1)
-    chan, cell = flat // (h * w), flat % (h * w)
+    b, _, h, w = outputs[0].heatmap.shape
+    hw = h * w
+    ks = [min(top_k, out.heatmap.shape[1] * hw) for out in outputs]
+    k = max(ks)
+    scores, flat = [], []
+    for out, kg in zip(outputs, ks):
+        heat = out.heatmap.float().sigmoid()
+        # A cell is a candidate only if it is the maximum of its 3x3 neighbourhood: one peak
+        # per object before any NMS.
+        heat = heat * (heat == F.max_pool2d(heat, 3, stride=1, padding=1))
+        s, f = heat.reshape(b, -1).topk(kg, dim=1)
+        scores.append(F.pad(s, (0, k - kg), value=-1.0))
+        flat.append(F.pad(f, (0, k - kg)))
+    scores, flat = torch.stack(scores, 1), torch.stack(flat, 1)               # (B, G, k)
+    g = len(outputs)
+    chan, cell = flat // hw, flat % hw
+    labels = class_table.to(chan.device)[None].expand(b, -1, -1).gather(2, chan)
+    reg = torch.stack([out.regression.float() for out in outputs], 1).reshape(b, g, -1, hw)
+    codes = reg.gather(3, cell[:, :, None].expand(-1, -1, reg.shape[2], -1)).transpose(2, 3)
+    logits = torch.stack([out.attribute.float() for out in outputs], 1).reshape(b, g, -1, hw)
+    logits = logits.gather(3, cell[:, :, None].expand(-1, -1, logits.shape[2], -1)) \
+        .transpose(2, 3)                                                      # (B, G, k, 8)
     cells = torch.stack([cell // w, cell % w], dim=-1)
-    class_ids = class_ids.to(chan.device)
-    attr_mask = attr_mask.to(chan.device)
-    out = []
-    for i in range(b):
-        s, ce = scores[i], cell[i]
-        codes = regression[i].reshape(regression.shape[1], -1)[:, ce].T
-        boxes = decode_codes(cells[i], codes, grid)
-        labels = class_ids[chan[i]]
-        logits = attribute[i].reshape(attribute.shape[1], -1)[:, ce].T
-        allowed = attr_mask[labels]
-        attrs = logits.masked_fill(~allowed, float("-inf")).argmax(1)
-        attrs = torch.where(allowed.any(1), attrs, torch.full_like(attrs, -1))
-        keep = s > score_threshold
-        if nms_radius > 0:
-            # Per class (labels): a pedestrian next to a cone is not a duplicate.
-            keep = circle_nms_keep(boxes[:, :2], s, labels, radius=nms_radius, valid=keep)
-        out.append((Detections(boxes=Boxes3D(boxes), scores=s, labels=labels, attributes=attrs),
-                    keep))
-    return out
+    boxes = decode_codes(cells.reshape(-1, 2), codes.reshape(-1, codes.shape[-1]), grid) \
+        .reshape(b, g, k, -1)
+    allowed = attr_mask.to(labels.device)[labels]
+    attrs = logits.masked_fill(~allowed, float("-inf")).argmax(-1)
+    attrs = torch.where(allowed.any(-1), attrs, torch.full_like(attrs, -1))
+    valid = scores > score_threshold
+    radius = class_radius.to(labels.device)
+    # Per class (labels): a pedestrian next to a cone is not a duplicate. Every (frame, group)
+    # is one independent set of the batched NMS.
+    kept = circle_nms_keep(boxes[..., :2].reshape(b * g, k, 2), scores.reshape(b * g, k),
+                           labels.reshape(b * g, k), radius=radius,
+                           valid=valid.reshape(b * g, k)).reshape(b, g, k)
+    keep = torch.where(radius[labels] > 0, kept, valid)
+    return boxes, scores, labels, attrs, keep

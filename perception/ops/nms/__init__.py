@@ -75,16 +75,17 @@ def circle_nms(centers, scores: Tensor, labels: Tensor | None = None, radius=1.0
 
 def circle_nms_keep(centers, scores: Tensor, labels: Tensor | None = None, radius=1.0,
                     valid: Tensor | None = None, *, backend: str = "auto") -> Tensor:
-    """:func:`circle_nms` as flags over a fixed set of candidates.
+    """:func:`circle_nms` as flags over a fixed set of candidates, or over S independent sets.
 
     Args:
-        centers, scores, labels, radius: as :func:`circle_nms`.
-        valid: (N,) bool, the candidates taking part (None: all); the others are neither kept
-            nor suppress anything, as if they were not in the input.
+        centers: (N, 2+) or (S, N, 2+) (S sets of N candidates, each set on its own), or a
+            ``Boxes3D``. scores, labels: (N,) or (S, N). radius: as :func:`circle_nms`.
+        valid: (N,) or (S, N) bool, the candidates taking part (None: all); the others are
+            neither kept nor suppress anything, as if they were not in the input.
     Returns:
-        (N,) bool, True where :func:`circle_nms` on the valid candidates keeps the box. On CUDA
-        the shapes never depend on the data, so it never waits for the GPU (the decoder calls it
-        per class group and reads the flags of all groups once).
+        (N,) or (S, N) bool, True where :func:`circle_nms` on the valid candidates of the set
+        keeps the box. On CUDA the shapes never depend on the data, so it never waits for the
+        GPU (the decoder runs every class group of a frame as one batch of sets).
     """
     t = centers.tensor if hasattr(centers, "tensor") else centers
     b = _pick(backend, t.is_cuda)
@@ -92,6 +93,12 @@ def circle_nms_keep(centers, scores: Tensor, labels: Tensor | None = None, radiu
         from .triton import circle_nms_keep_triton
 
         return circle_nms_keep_triton(t, scores, labels, radius, valid)
+    if t.ndim == 3:
+        return torch.stack([
+            circle_nms_keep(t[i], scores[i], None if labels is None else labels[i], radius,
+                            None if valid is None else valid[i], backend=b)
+            for i in range(t.shape[0])]) if t.shape[0] else \
+            torch.zeros(0, t.shape[1], dtype=torch.bool, device=t.device)
     n = t.shape[0]
     idx = (torch.arange(n, device=t.device) if valid is None
            else torch.nonzero(valid).squeeze(1))

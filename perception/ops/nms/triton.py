@@ -126,6 +126,11 @@ def _rotated_mask_kernel(p_ptr, lab_ptr, mask_ptr, n, thr, snap, eps, USE_LABELS
 @triton.jit
 def _circle_mask_kernel(xy_ptr, r_ptr, lab_ptr, mask_ptr, n, USE_LABELS: tl.constexpr,
                         BI: tl.constexpr, BJ: tl.constexpr):
+    # Axis 2: independent sets of n boxes each (their inputs and masks one after the other).
+    st = tl.program_id(2).to(tl.int64)
+    xy_ptr += st * n * 2
+    r_ptr += st * n
+    mask_ptr += st * n * n
     pi = tl.program_id(0) * BI + tl.arange(0, BI)
     pj = tl.program_id(1) * BJ + tl.arange(0, BJ)
     mi = pi < n
@@ -140,8 +145,8 @@ def _circle_mask_kernel(xy_ptr, r_ptr, lab_ptr, mask_ptr, n, USE_LABELS: tl.cons
     d2 = ddx * ddx + ddy * ddy
     sup = (d2 <= (ri * ri)[:, None]) & (pj[None, :] > pi[:, None]) & mi[:, None] & mj[None, :]
     if USE_LABELS:
-        li = tl.load(lab_ptr + pi, mask=mi, other=-1)
-        lj = tl.load(lab_ptr + pj, mask=mj, other=-2)
+        li = tl.load(lab_ptr + st * n + pi, mask=mi, other=-1)
+        lj = tl.load(lab_ptr + st * n + pj, mask=mj, other=-2)
         sup = sup & (li[:, None] == lj[None, :])
     tl.store(mask_ptr + pi[:, None] * n + pj[None, :], sup.to(tl.int8),
              mask=mi[:, None] & mj[None, :])
@@ -149,13 +154,17 @@ def _circle_mask_kernel(xy_ptr, r_ptr, lab_ptr, mask_ptr, n, USE_LABELS: tl.cons
 
 @triton.jit
 def _greedy_kernel(mask_ptr, keep_ptr, valid_ptr, last_ptr, n, NP2: tl.constexpr):
-    # One program: the removed flags of all boxes stay in registers for the whole sequential pass.
-    # Invalid boxes start removed (never kept, never suppress); the pass ends after the last
-    # valid one, read from the device (no host wait for the count).
+    # One program per set: the removed flags of its boxes stay in registers for the whole
+    # sequential pass. Invalid boxes start removed (never kept, never suppress); the pass ends
+    # after the last valid one, read from the device (no host wait for the count).
+    st = tl.program_id(0).to(tl.int64)
+    mask_ptr += st * n * n
+    keep_ptr += st * n
+    valid_ptr += st * n
     offs = tl.arange(0, NP2)
     inb = offs < n
     removed = (tl.load(valid_ptr + offs, mask=inb, other=0) == 0).to(tl.int32)
-    last = tl.load(last_ptr)
+    last = tl.load(last_ptr + st)
     for i in range(0, last):
         row = tl.load(mask_ptr + i * n + offs, mask=inb, other=0).to(tl.int32)
         r_i = tl.sum(tl.where(offs == i, removed, 0), axis=0)
@@ -163,32 +172,35 @@ def _greedy_kernel(mask_ptr, keep_ptr, valid_ptr, last_ptr, n, NP2: tl.constexpr
     tl.store(keep_ptr + offs, ((removed == 0) & inb).to(tl.int8), mask=inb)
 
 
-def _greedy_flags(mask: Tensor, n: int, valid: Tensor | None = None) -> Tensor:
-    """(n,) bool kept flags of the greedy pass over ``mask`` (visiting order), only ``valid``
-    boxes taking part (all when None). Never waits for the GPU below ``_GREEDY_MAX`` boxes."""
+def _greedy_flags(mask: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Kept flags of the greedy pass over ``mask`` (S, n, n) (visiting order; S independent
+    sets), only ``valid`` (S, n) boxes taking part (all when None): (S, n) bool. Never waits for
+    the GPU below ``_GREEDY_MAX`` boxes a set."""
+    sets, n = mask.shape[0], mask.shape[-1]
     dev = mask.device
     if n > _GREEDY_MAX:
         # Too many flags for one program's registers: finish on the host (still exact).
-        m = mask.bool()
-        if valid is not None:
-            m &= valid[:, None]
-        flags = torch.zeros(n, dtype=torch.bool, device=dev)
-        flags[greedy_from_mask(m)] = True
+        flags = torch.zeros(sets, n, dtype=torch.bool, device=dev)
+        for i in range(sets):
+            m = mask[i].bool()
+            if valid is not None:
+                m &= valid[i][:, None]
+            flags[i, greedy_from_mask(m)] = True
         return flags if valid is None else flags & valid
     if valid is None:
-        v = torch.ones(n, dtype=torch.int8, device=dev)
-        last = torch.full((1,), n, dtype=torch.int32, device=dev)
+        v = torch.ones(sets, n, dtype=torch.int8, device=dev)
+        last = torch.full((sets,), n, dtype=torch.int32, device=dev)
     else:
         v = valid.to(torch.int8).contiguous()
         last = (v.to(torch.int32) * torch.arange(1, n + 1, dtype=torch.int32, device=dev)) \
-            .amax().reshape(1)
-    keep = torch.empty(n, dtype=torch.int8, device=dev)
-    _greedy_kernel[(1,)](mask, keep, v, last, n, NP2=max(16, triton.next_power_of_2(n)))
+            .amax(dim=1).to(torch.int32).contiguous()
+    keep = torch.empty(sets, n, dtype=torch.int8, device=dev)
+    _greedy_kernel[(sets,)](mask, keep, v, last, n, NP2=max(16, triton.next_power_of_2(n)))
     return keep.bool()
 
 
 def _greedy(mask: Tensor, n: int) -> Tensor:
-    return torch.nonzero(_greedy_flags(mask, n)).squeeze(1)
+    return torch.nonzero(_greedy_flags(mask.view(1, n, n))[0]).squeeze(1)
 
 
 def nms_bev_triton(boxes, scores: Tensor, labels: Tensor | None, iou_threshold: float,
@@ -210,14 +222,16 @@ def nms_bev_triton(boxes, scores: Tensor, labels: Tensor | None, iou_threshold: 
     return keep[:max_out] if max_out is not None else keep
 
 
-def _circle_mask(xy: Tensor, labels: Tensor | None, radius, order: Tensor) -> Tensor:
-    n = xy.shape[0]
-    xs = xy[order].to(torch.float32).contiguous()
-    r = class_radius(labels, radius, n, xy.device)[order].to(torch.float32).contiguous()
-    lab = (labels[order].to(torch.int32).contiguous() if labels is not None
+def _circle_mask(xy: Tensor, radius: Tensor, labels: Tensor | None) -> Tensor:
+    """(S, n, n) int8 suppression mask of S sets of n boxes in visiting order: xy (S, n, 2),
+    radius (S, n), labels (S, n) or None."""
+    sets, n = xy.shape[:2]
+    xs = xy.to(torch.float32).contiguous()
+    r = radius.to(torch.float32).contiguous()
+    lab = (labels.to(torch.int32).contiguous() if labels is not None
            else torch.zeros(1, dtype=torch.int32, device=xs.device))
-    mask = torch.empty(n, n, dtype=torch.int8, device=xs.device)
-    _circle_mask_kernel[(triton.cdiv(n, _BI), triton.cdiv(n, _BJ))](
+    mask = torch.empty(sets, n, n, dtype=torch.int8, device=xs.device)
+    _circle_mask_kernel[(triton.cdiv(n, _BI), triton.cdiv(n, _BJ), sets)](
         xs, r, lab, mask, n, USE_LABELS=labels is not None, BI=_BI, BJ=_BJ)
     return mask
 
@@ -230,21 +244,35 @@ def circle_nms_triton(centers, scores: Tensor, labels: Tensor | None, radius,
     order = score_order(scores)
     if n == 0:
         return order
-    keep = order[_greedy(_circle_mask(xy, labels, radius, order), n)]
+    r = class_radius(labels, radius, n, xy.device)[order]
+    mask = _circle_mask(xy[order][None], r[None], None if labels is None else labels[order][None])
+    keep = order[_greedy(mask[0], n)]
     return keep[:max_out] if max_out is not None else keep
 
 
 def circle_nms_keep_triton(centers, scores: Tensor, labels: Tensor | None, radius,
                            valid: Tensor | None = None) -> Tensor:
-    """Same contract as :func:`perception.ops.nms.circle_nms_keep`: (N,) bool, fixed shapes
-    throughout, so on CUDA it queues its kernels without waiting for the GPU."""
-    xy = (centers.tensor if hasattr(centers, "tensor") else centers)[:, :2]
-    n = xy.shape[0]
-    if n == 0:
-        return torch.zeros(0, dtype=torch.bool, device=xy.device)
-    order = score_order(scores)
-    kept = _greedy_flags(_circle_mask(xy, labels, radius, order), n,
-                         None if valid is None else valid[order])
-    flags = torch.empty(n, dtype=torch.bool, device=xy.device)
-    flags[order] = kept
-    return flags
+    """Same contract as :func:`perception.ops.nms.circle_nms_keep`, for one set (N, 2+) or S
+    independent sets (S, N, 2+) at once: (N,) or (S, N) bool. Fixed shapes throughout, so on
+    CUDA it queues its kernels without waiting for the GPU."""
+    t = centers.tensor if hasattr(centers, "tensor") else centers
+    single = t.ndim == 2
+    xy = (t[None] if single else t)[..., :2]
+    scores = scores[None] if single else scores
+    labels = labels[None] if single and labels is not None else labels
+    valid = valid[None] if single and valid is not None else valid
+    sets, n = xy.shape[:2]
+    if n == 0 or sets == 0:
+        flags = torch.zeros(sets, n, dtype=torch.bool, device=xy.device)
+        return flags[0] if single else flags
+    # Visiting order per set: descending score, ties by ascending index.
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    r = class_radius(None if labels is None else labels.reshape(-1), radius, sets * n,
+                     xy.device).reshape(sets, n)
+    take = (lambda a: a.gather(1, order))
+    mask = _circle_mask(xy.gather(1, order[..., None].expand(sets, n, 2)), take(r),
+                        None if labels is None else take(labels))
+    kept = _greedy_flags(mask, None if valid is None else take(valid))
+    flags = torch.empty(sets, n, dtype=torch.bool, device=xy.device)
+    flags.scatter_(1, order, kept)
+    return flags[0] if single else flags
