@@ -68,7 +68,8 @@ step cuda_tests "${TEST_LIMIT:-90}" "$PY" -m pytest -m cuda tests/ops -v -rs \
 step model_tests "${MODEL_LIMIT:-150}" "$PY" -m pytest -m cuda tests/models -v -rs \
     -p no:cacheprovider
 [ "$E2E" = 1 ] && step e2e_bench "${E2E_LIMIT:-200}" "$PY" -m perception bench \
-    --device "$DEVICE" --only end_to_end --frames .gpu/frames --json "$OUT/e2e_bench.json"
+    --device "$DEVICE" --only end_to_end --frames .gpu/frames --repeats 30 \
+    --json "$OUT/e2e_bench.json"
 NUS="configs/nuscenes/fusion.yaml .gpu/frames/nuscenes.pt"
 if [ "$PROFILE" = 1 ]; then
     step syncs "${SYNCS_LIMIT:-120}" "$PY" tools/gpu_profile.py syncs $NUS --device "$DEVICE" \

@@ -70,7 +70,8 @@ def profile_e2e(config: str, frame: str, checkpoint: str | None, runs: int,
     cfg = load_config(config, ExperimentConfig)
     batch = torch.load(frame, weights_only=False)
     t0 = time.perf_counter()
-    lat = stage_latency(cfg, None, device, repeats=5, checkpoint=checkpoint, batch=batch)
+    lat = stage_latency(cfg, None, device, repeats=20 if device == "cuda" else 3,
+                        checkpoint=checkpoint, batch=batch)
     lat["seconds"] = time.perf_counter() - t0
     print(json.dumps({"config": config, "checkpoint": checkpoint, **lat}, indent=1), flush=True)
 

@@ -101,7 +101,8 @@ def stage_latency(cfg, dataroot: str | None, device: str = "cpu", *, repeats: in
         checkpoint: optional weights (path or state dict file).
         half: fp16 autocast (default: on CUDA; never on CPU).
     Returns:
-        {"fps", "total_ms", "first_call_ms" (the warm-up run), "stages_ms": {stage: ms},
+        {"fps", "total_ms", "total_ms_quartiles" (of the timed runs), "first_call_ms" (the
+         warm-up run), "stages_ms": {stage: ms},
          "peak_mb", "lidar_points", "radar_points", "image_size", "grid", "parameters", "half"}
     """
     from perception.bench import peak_mb
@@ -154,6 +155,8 @@ def stage_latency(cfg, dataroot: str | None, device: str = "cpu", *, repeats: in
     return {
         "fps": 1000.0 / total,
         "total_ms": total,
+        "total_ms_quartiles": [float(q) for q in statistics.quantiles(totals, n=4)]
+        if len(totals) > 1 else [total] * 3,
         "first_call_ms": first_call,
         "stages_ms": {s: statistics.median(per_stage[s]) for s in STAGES if s in per_stage},
         "peak_mb": peak_mb(run, device),
