@@ -28,14 +28,20 @@ NMS = {"USE_LABELS": True, "BI": 16, "BJ": 16}
 def _kernels() -> list[tuple[str, str, dict, dict]]:
     jobs = [
         ("voxelize", "_hash_insert_kernel",
-         {"keys_ptr": "*i64", "n": "i32", "table_keys_ptr": "*i64", "table_first_ptr": "*i64",
+         {"points_ptr": "*fp32", "n": "i32", "C": "i32", "lo_x": "fp32", "lo_y": "fp32",
+          "lo_z": "fp32", "vs_x": "fp32", "vs_y": "fp32", "vs_z": "fp32", "gx": "i32",
+          "gy": "i32", "gz": "i32", "keys_ptr": "*i64", "coords_ptr": "*i64",
+          "table_keys_ptr": "*i64", "table_first_ptr": "*i64", "table_count_ptr": "*i64",
           "point_slot_ptr": "*i64", "table_mask": "i32"}, {"BLOCK": 256}),
+        ("voxelize", "_scatter_voxels_kernel",
+         {"points_ptr": "*fp32", "perm_ptr": "*i64", "sv_ptr": "*i32", "starts_ptr": "*i64",
+          "out_ptr": "*fp32", "n": "i32", "m": "i32", "P": "i32"},
+         {"C": 5, "CP": 8, "BLOCK": 256}),
     ]
-    for atomic in (False, True):
-        jobs.append(("voxelize", "_scatter_rows_kernel",
-                     {"points_ptr": "*fp32", "src_ptr": "*i64", "dst_ptr": "*i64",
-                      "out_ptr": "*fp32", "k": "i32"},
-                     {"C": 5, "CP": 8, "ATOMIC": atomic, "BLOCK": 256}))
+    jobs.append(("voxelize", "_scatter_rows_kernel",
+                 {"points_ptr": "*fp32", "src_ptr": "*i64", "dst_ptr": "*i64",
+                  "out_ptr": "*fp32", "k": "i32"},
+                 {"C": 5, "CP": 8, "BLOCK": 256}))
     for f in ("fp32", "fp16"):
         jobs += [
             ("bev_pool", "_fwd_kernel",
