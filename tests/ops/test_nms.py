@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from perception.ops.nms import circle_nms, circle_nms_keep, nms_bev, paired_iou_bev, pairwise_iou_bev
+from perception.ops.nms import (circle_nms, circle_nms_keep, nms_bev, paired_iou_bev,
+                                pairwise_iou_bev)
 from perception.structures.boxes import Boxes3D
 
 BACKENDS = ["reference", "fast"]

@@ -114,7 +114,8 @@ class AttentionFuser(nn.Module):
         if self.channel_logits is None:
             return (tokens * vmask).sum(1) / vmask.sum(1).clamp(min=1)
         # Row by row (views): a list index would copy it from the host and wait for the GPU.
-        logits = torch.stack([self.channel_logits[i] for i in idx]).float() * self.CHANNEL_LOGIT_GAIN
+        logits = torch.stack([self.channel_logits[i] for i in idx]).float()
+        logits = logits * self.CHANNEL_LOGIT_GAIN
         logits = logits[None, :, :, None, None]
         logits = logits.masked_fill(vmask == 0, float("-inf"))             # (B, M', C, H, W)
         top = logits.amax(dim=1, keepdim=True)
