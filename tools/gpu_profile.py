@@ -58,22 +58,10 @@ def _syncs(prof, runs: int) -> dict:
     return out
 
 
-def profile_e2e(config: str, frame: str, checkpoint: str | None, runs: int,
-                device: str) -> dict:
-    from torch.profiler import profile
-
-    from perception.config import load_config
-    from perception.engine.latency import stage_latency
+def _frame_runner(cfg, batch, checkpoint: str | None, device: str):
+    """A function that runs the config's model (with the checkpoint's weights, if given) on the
+    frame, forward and decode, fp16 autocast on CUDA, and waits for the device."""
     from perception.models import build_model
-    from perception.models.config import ExperimentConfig
-
-    cfg = load_config(config, ExperimentConfig)
-    batch = torch.load(frame, weights_only=False)
-    t0 = time.perf_counter()
-    lat = stage_latency(cfg, None, device, repeats=20 if device == "cuda" else 3,
-                        checkpoint=checkpoint, batch=batch)
-    lat["seconds"] = time.perf_counter() - t0
-    print(json.dumps({"config": config, "checkpoint": checkpoint, **lat}, indent=1), flush=True)
 
     model = build_model(cfg.model)
     if checkpoint:
@@ -90,6 +78,26 @@ def profile_e2e(config: str, frame: str, checkpoint: str | None, runs: int,
         sync_device(device)
         return dets
 
+    return run
+
+
+def profile_e2e(config: str, frame: str, checkpoint: str | None, runs: int,
+                device: str) -> dict:
+    from torch.profiler import profile
+
+    from perception.config import load_config
+    from perception.engine.latency import stage_latency
+    from perception.models.config import ExperimentConfig
+
+    cfg = load_config(config, ExperimentConfig)
+    batch = torch.load(frame, weights_only=False)
+    t0 = time.perf_counter()
+    lat = stage_latency(cfg, None, device, repeats=20 if device == "cuda" else 3,
+                        checkpoint=checkpoint, batch=batch)
+    lat["seconds"] = time.perf_counter() - t0
+    print(json.dumps({"config": config, "checkpoint": checkpoint, **lat}, indent=1), flush=True)
+
+    run = _frame_runner(cfg, batch, checkpoint, device)
     run()
     n_dets = len(run()[0].scores)
     with profile(activities=_activities(device)) as prof:
@@ -153,25 +161,10 @@ def find_syncs(config: str, frame: str, checkpoint: str | None, device: str) -> 
     import warnings
 
     from perception.config import load_config
-    from perception.models import build_model
     from perception.models.config import ExperimentConfig
 
     cfg = load_config(config, ExperimentConfig)
-    model = build_model(cfg.model)
-    if checkpoint:
-        from perception.engine.checkpoint import model_state
-
-        model.load_state_dict(model_state(checkpoint))
-    model.to(device).eval()
-    batch = torch.load(frame, weights_only=False).to(device)
-
-    def run():
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16,
-                                             enabled=device == "cuda"):
-            dets = model.head.decode(model(batch).heads)
-        sync_device(device)
-        return dets
-
+    run = _frame_runner(cfg, torch.load(frame, weights_only=False), checkpoint, device)
     run()   # compiling and autotuning synchronise too: not counted
     found: collections.Counter = collections.Counter()
     if device == "cuda":

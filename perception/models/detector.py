@@ -97,8 +97,8 @@ class FusionDetector(nn.Module):
         cam = batch.camera_mask
         n = 0 if cam is None else cam.shape[1]
         flat = torch.cat([torch.zeros(b, 0, dtype=torch.bool, device=dev) if cam is None
-                          else cam.bool().to(dev), batch.lidar_mask.bool()[:, None],
-                          batch.radar_mask.bool().to(dev)[:, None]], dim=1).cpu()
+                          else cam.bool(), batch.lidar_mask.bool()[:, None],
+                          batch.radar_mask.bool()[:, None]], dim=1).cpu()
         cam_host = None if cam is None else flat[:, :n]
         cols = {"camera": torch.zeros(b, dtype=torch.bool) if cam is None else cam_host.any(1),
                 "lidar": flat[:, n], "radar": flat[:, n + 1]}

@@ -150,7 +150,7 @@ def _decode_by_definition(head, outputs):
             chan, cell = flat // (h * w), flat % (h * w)
             codes = out.regression[i].float().reshape(10, -1)[:, cell].T
             boxes = decode_codes(torch.stack([cell // w, cell % w], 1), codes, GRID)
-            labels = getattr(head, f"group_ids_{g}")[chan]
+            labels = torch.tensor([head.classes.index(c) for c in head.class_groups[g]])[chan]
             allowed = head.attr_mask[labels]
             attrs = out.attribute[i].float().reshape(8, -1)[:, cell].T \
                 .masked_fill(~allowed, float("-inf")).argmax(1)

@@ -57,13 +57,9 @@ class CenterHead(nn.Module):
             }))
         self.register_buffer("code_weights", torch.tensor(code_weights), persistent=False)
         self.register_buffer("attr_mask", attribute_mask(classes), persistent=False)
-        # Each group's class indices, kept on the model's device: a host tensor copied to the GPU
-        # at every decode would wait for the GPU's queue each time.
-        for g, group in enumerate(class_groups):
-            self.register_buffer(f"group_ids_{g}", torch.tensor(
-                [classes.index(c) for c in group], dtype=torch.int64), persistent=False)
-        # The same as one (G, max group size) table (padded with class 0, never read), for the
-        # decoder that takes all groups at once.
+        # Each group's class indices as one (G, max group size) table (padded with class 0, never
+        # read), kept on the model's device: a host tensor copied to the GPU at every decode
+        # would wait for the GPU's queue each time.
         width = max(len(group) for group in class_groups)
         self.register_buffer("group_class_table", torch.tensor(
             [[classes.index(c) for c in group] + [0] * (width - len(group))

@@ -93,12 +93,12 @@ def circle_nms_keep(centers, scores: Tensor, labels: Tensor | None = None, radiu
         from .triton import circle_nms_keep_triton
 
         return circle_nms_keep_triton(t, scores, labels, radius, valid)
-    if t.ndim == 3:
-        return torch.stack([
-            circle_nms_keep(t[i], scores[i], None if labels is None else labels[i], radius,
-                            None if valid is None else valid[i], backend=b)
-            for i in range(t.shape[0])]) if t.shape[0] else \
-            torch.zeros(0, t.shape[1], dtype=torch.bool, device=t.device)
+    if t.ndim == 3:   # set after set
+        flags = torch.zeros(t.shape[:2], dtype=torch.bool, device=t.device)
+        for i in range(t.shape[0]):
+            flags[i] = circle_nms_keep(t[i], scores[i], None if labels is None else labels[i],
+                                       radius, None if valid is None else valid[i], backend=b)
+        return flags
     n = t.shape[0]
     idx = (torch.arange(n, device=t.device) if valid is None
            else torch.nonzero(valid).squeeze(1))
