@@ -166,6 +166,9 @@ class FusionConfig:
             the same head, its loss added as ``loss_subset``. ``[[camera, radar]]`` trains the
             LiDAR-missing path on every frame instead of only the frames LiDAR dropout drops.
         subset_loss_weight: weight of ``loss_subset`` (each subset's head loss, summed).
+        subset_code_weights: the 10 regression channel weights of the subset passes' loss
+            (``head.code_weights``' layout); None (default): the head's own. Zeros for sin
+            and cos leave heading to the passes with every sensor.
     """
 
     channels: int = 128
@@ -178,6 +181,7 @@ class FusionConfig:
     modality_dropout_late_start: float = 0.875
     subset_loss: tuple[tuple[str, ...], ...] = ()
     subset_loss_weight: float = 1.0
+    subset_code_weights: tuple[float, ...] | None = None
 
     def __post_init__(self):
         _check_dropout_rates("fusion.modality_dropout", self.modality_dropout)
@@ -190,6 +194,12 @@ class FusionConfig:
         if not self.subset_loss_weight > 0:
             raise ValueError("fusion.subset_loss_weight must be > 0, got "
                              f"{self.subset_loss_weight}")
+        if self.subset_code_weights is not None and (
+                len(self.subset_code_weights) != 10
+                or not all(w >= 0 for w in self.subset_code_weights)):
+            raise ValueError("fusion.subset_code_weights needs 10 weights >= 0 (dx, dy, z, "
+                             "log l, log w, log h, sin, cos, vx, vy), got "
+                             f"{list(self.subset_code_weights)}")
         if not 0.0 <= self.modality_dropout_start < 1.0:
             raise ValueError("fusion.modality_dropout_start is a fraction of train.max_iters in "
                              f"[0, 1), got {self.modality_dropout_start}")

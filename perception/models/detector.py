@@ -54,13 +54,16 @@ class FusionDetector(nn.Module):
             in training, the frames whose sensors the subset changes (and leaves non-empty) are
             fused again from the subset alone and decoded; their loss is ``loss_subset``.
         subset_loss_weight: weight of ``loss_subset``.
+        subset_code_weights: regression channel weights of the subset passes' loss (None: the
+            head's ``code_weights``).
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
                  head: CenterHead, image_size: tuple[int, int] | None = None,
                  modality_dropout: float | Mapping[str, float] = 0.0, depth_weight: float = 0.0,
                  test_flips: Sequence[str] = (), refine_velocity: bool = False,
-                 subset_loss: Sequence[Sequence[str]] = (), subset_loss_weight: float = 1.0):
+                 subset_loss: Sequence[Sequence[str]] = (), subset_loss_weight: float = 1.0,
+                 subset_code_weights: Sequence[float] | None = None):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -83,6 +86,8 @@ class FusionDetector(nn.Module):
                                  f"the model's sensors {self.modalities}")
         self.subset_loss = tuple(tuple(s) for s in subset_loss)
         self.subset_loss_weight = subset_loss_weight
+        self.subset_code_weights = (None if subset_code_weights is None
+                                    else tuple(float(w) for w in subset_code_weights))
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
@@ -217,7 +222,8 @@ class FusionDetector(nn.Module):
             # the log has the same columns throughout.
             total = outputs.fused.sum() * 0.0
             for sub in outputs.subsets:
-                terms = self.head.loss(sub.heads, [batch.gt[i] for i in sub.frames.tolist()])
+                terms = self.head.loss(sub.heads, [batch.gt[i] for i in sub.frames.tolist()],
+                                       code_weights=self.subset_code_weights)
                 total = total + sum(terms.values())
             losses["loss_subset"] = self.subset_loss_weight * total
         return losses
@@ -326,4 +332,5 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                           modality_dropout=f.modality_dropout,
                           depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips,
                           refine_velocity=cfg.radar.refine_velocity,
-                          subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight)
+                          subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight,
+                          subset_code_weights=f.subset_code_weights)

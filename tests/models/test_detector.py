@@ -210,6 +210,39 @@ def test_subset_loss_trains_the_subset_path_on_the_frames_it_changes(kit):
     assert model(batch).subsets == () and "loss_subset" not in model.loss(model(batch), batch)
 
 
+def test_subset_code_weights_weigh_the_subset_passes_regression_only(kit):
+    """fusion.subset_code_weights: the subset pass's regression loss uses these channel
+    weights (zeros for sin and cos: no heading gradient from the LiDAR-free pass reaches the
+    head's heading outputs), the full pass keeps the head's own."""
+    torch.manual_seed(0)
+    cfg = kit.tiny_config()
+    no_yaw = (1.0,) * 6 + (0.0, 0.0) + (1.0, 1.0)
+    cfg = replace(cfg, fusion=replace(cfg.fusion, subset_loss=(("camera", "radar"),),
+                                      subset_code_weights=no_yaw))
+    model = build_model(cfg).train()
+    batch = kit.make_batch(grid=kit.grid, batch_size=2, boxes_per_frame=3, seed=3)
+    out = model(batch)
+    losses = model.loss(out, batch)
+    sub = out.subsets[0]
+    gts = [batch.gt[i] for i in sub.frames.tolist()]
+    torch.testing.assert_close(losses["loss_subset"],
+                               sum(model.head.loss(sub.heads, gts, code_weights=no_yaw).values()))
+    own = model.head.loss(sub.heads, gts)
+    assert not torch.allclose(own["loss_regression"],
+                              model.head.loss(sub.heads, gts, code_weights=no_yaw)["loss_regression"])
+    torch.testing.assert_close(losses["loss_regression"],
+                               model.head.loss(out.heads, batch.gt)["loss_regression"])
+    # Gradient of the subset loss alone w.r.t. the subset pass's own regression maps.
+    regs = [h.regression for h in sub.heads]
+    grads = torch.autograd.grad(losses["loss_subset"], regs)
+    sin_cos = [6, 7]
+    assert all(not g[:, sin_cos].any() for g in grads)
+    assert any(g[:, [0, 1, 8, 9]].abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="subset_code_weights needs 10 weights"):
+        load_config(CONFIGS / "synthetic" / "fusion.yaml", ExperimentConfig,
+                    ["model.fusion.subset_code_weights=[1, 1, 0]"])
+
+
 def test_subset_loss_config():
     """subset_loss names distinct known sensors forming a proper subset of the model's; the
     errors name the field."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,8 +83,10 @@ class CenterHead(nn.Module):
             outs.append(HeadOutput(g["heatmap"](y), g["regression"](y), g["attribute"](y)))
         return tuple(outs)
 
-    def loss(self, outputs: tuple[HeadOutput, ...], gts: list[GroundTruth]) -> dict[str, Tensor]:
-        """Weighted losses; the total is their sum.
+    def loss(self, outputs: tuple[HeadOutput, ...], gts: list[GroundTruth], *,
+             code_weights: Sequence[float] | None = None) -> dict[str, Tensor]:
+        """Weighted losses; the total is their sum. ``code_weights`` replaces the head's
+        regression channel weights for this call (the subset passes' own, ``FusionDetector``).
 
         Returns ``loss_heatmap`` (focal, normalised by the batch's positives),
         ``loss_regression`` (weighted L1 per object), ``loss_attribute`` (cross-entropy over
@@ -97,13 +100,15 @@ class CenterHead(nn.Module):
         outputs = tuple(HeadOutput(o.heatmap.float(), o.regression.float(), o.attribute.float())
                         for o in outputs)
         heat_loss = reg_loss = attr_loss = outputs[0].heatmap.new_zeros(())
+        channel_weights = (self.code_weights if code_weights is None
+                           else self.code_weights.new_tensor(code_weights))
         for out, t in zip(outputs, targets):
             fl, npos = gaussian_focal_loss(out.heatmap, t.heatmap)
             heat_loss = heat_loss + fl / npos.clamp(min=1)
             b, c = out.regression.shape[:2]
             pred = out.regression.reshape(b, c, -1).gather(
                 2, t.index[:, None].expand(-1, c, -1)).transpose(1, 2)      # (B, max_obj, 10)
-            weight = (t.reg_valid & t.mask[..., None]) * self.code_weights
+            weight = (t.reg_valid & t.mask[..., None]) * channel_weights
             reg_loss = reg_loss + masked_l1(pred, t.regression, weight) / t.mask.sum().clamp(min=1)
             a = out.attribute.shape[1]
             logits = out.attribute.reshape(b, a, -1).gather(
