@@ -8,7 +8,8 @@
 # first) picks which to train, JOBS (default 2) how many run at once, SEED (default 0, the
 # shipped models') the training seed (initialisation, data order, augmentation, dropout) and
 # BF16=1 trains in bfloat16 autocast (`train.cpu_bf16`: ~1.5x faster on CPUs with native
-# bfloat16; docs/training.md, "bfloat16 on CPU").
+# bfloat16; docs/training.md, "bfloat16 on CPU"). THREADS (default 1) is each run's torch threads:
+# 2 suits one run alone on a 2-core machine (JOBS=1).
 # Data: the default synthetic world (`perception synth --out data/synthetic/demo`, seed 0), its
 # mini_train split; DATA and VERSION pick another world (VERSION=v1.0-trainval trains on its
 # `train` split, e.g. a larger world from `perception synth --version v1.0-trainval --scenes
@@ -32,13 +33,14 @@ MODELS=${MODELS:-fusion camera_lidar lidar camera_radar camera}
 JOBS=${JOBS:-2}
 SEED=${SEED:-0}
 BF16=${BF16:-0}
+THREADS=${THREADS:-1}
 mkdir -p "$ROOT"
 
 train_one() {
     local name=$1 dir="$ROOT/$1" resume=""
     [ -f "$dir/latest.pt" ] && resume="--resume"
     "$PERCEPTION" train "$CONFIGS/$name.yaml" --work-dir "$dir" --dataroot "$DATA" \
-        --version "$VERSION" --threads 1 $resume --set data.train_split="$SPLIT" \
+        --version "$VERSION" --threads "$THREADS" $resume --set data.train_split="$SPLIT" \
         --set train.max_iters="$ITERS" --set train.lr="$LR" --set train.seed="$SEED" \
         --set train.checkpoint_interval=250 \
         --set data.num_workers=1 --set train.cpu_bf16="$([ "$BF16" = 1 ] && echo true || echo false)" \
@@ -47,7 +49,7 @@ train_one() {
     echo "$name: done ($(date -u +%H:%M:%S))"
 }
 export -f train_one
-export ROOT DATA VERSION SPLIT PERCEPTION CONFIGS ITERS LR SEED BF16
+export ROOT DATA VERSION SPLIT PERCEPTION CONFIGS ITERS LR SEED BF16 THREADS
 
 # The GT-paste database depends on the training split only: build it once, share it.
 if [ -f "$ROOT/gt_database.pt" ]; then
