@@ -168,7 +168,7 @@ class FusionConfig:
         subset_loss_weight: weight of ``loss_subset`` (each subset's head loss, summed).
         subset_code_weights: the 10 regression channel weights of the subset passes' loss
             (``head.code_weights``' layout); None (default): the head's own. Zeros for sin
-            and cos leave heading to the passes with every sensor.
+            and cos leave heading to each frame's own pass (its sensors after dropout).
     """
 
     channels: int = 128

@@ -227,9 +227,9 @@ def test_subset_code_weights_weigh_the_subset_passes_regression_only(kit):
     gts = [batch.gt[i] for i in sub.frames.tolist()]
     torch.testing.assert_close(losses["loss_subset"],
                                sum(model.head.loss(sub.heads, gts, code_weights=no_yaw).values()))
-    own = model.head.loss(sub.heads, gts)
-    assert not torch.allclose(own["loss_regression"],
-                              model.head.loss(sub.heads, gts, code_weights=no_yaw)["loss_regression"])
+    own = model.head.loss(sub.heads, gts)["loss_regression"]
+    assert not torch.allclose(
+        own, model.head.loss(sub.heads, gts, code_weights=no_yaw)["loss_regression"])
     torch.testing.assert_close(losses["loss_regression"],
                                model.head.loss(out.heads, batch.gt)["loss_regression"])
     # Gradient of the subset loss alone w.r.t. the subset pass's own regression maps.
