@@ -63,13 +63,17 @@ def test_probe_depth_summary():
 @needs_scene
 def test_probe_velocity_on_the_real_scene(tmp_path, capsys):
     """scene-0916's ground truth as detections: with their velocities, every heading within 0.5
-    rad and no velocity error; against a copy with velocities zeroed, the moving boxes' error is
-    their speed before and 0 after."""
+    rad, none turned round and no velocity error; with the static ones turned round, the static
+    column says so and the moving one does not; against a copy with velocities zeroed, the
+    moving boxes' error is their speed before and 0 after."""
     from nuscenes import NuScenes
     from nuscenes.eval.common.loaders import load_gt
     from nuscenes.eval.detection.data_classes import DetectionBox
 
+    from pyquaternion import Quaternion
+
     probe = load_tool("probe_velocity")
+    half_turn = Quaternion(axis=[0.0, 0.0, 1.0], angle=math.pi)
     gt = load_gt(NuScenes(version=VERSION, dataroot=str(DATAROOT), verbose=False), "mini_val",
                  DetectionBox, verbose=False)
     right, zeroed = {}, {}
@@ -88,6 +92,15 @@ def test_probe_velocity_on_the_real_scene(tmp_path, capsys):
     assert probe.main([str(paths[0]), *common]) == 0
     heading = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert heading["car"][3] == "1.00" and heading["pedestrian"][3] == "1.00"
+    assert heading["car"][-1] == "0.00"                           # no static car turned round
+    # The parked and stopped boxes turned round: only the static column sees it.
+    turned = {token: [{**r, "rotation": list(Quaternion(r["rotation"]) * half_turn)}
+                      if np.hypot(*np.nan_to_num(r["velocity"])) <= 1.0 else r for r in rows]
+              for token, rows in right.items()}
+    (tmp_path / "turned.json").write_text(json.dumps({"meta": {}, "results": turned}))
+    assert probe.main([str(tmp_path / "turned.json"), *common]) == 0
+    heading = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert heading["car"][-1] == "1.00" and heading["car"][7] == "0.00"  # static / moving
     assert probe.main([str(paths[1]), str(paths[0]), *common]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     moving = {r[0]: r for r in rows if r[1] == "moving"}

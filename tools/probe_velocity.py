@@ -6,13 +6,14 @@
 Each ground-truth box is matched to the nearest detection of its class within ``--radius``
 metres (score above ``--min-score``). Per class it prints the matched boxes, how many move
 (> 1 m/s), the share whose heading is within 0.5 rad, turned round (> 2.6 rad) or in between,
-and for the moving ones the share turned round, the mean velocity error (m/s), their mean speed
+for the moving ones the share turned round, the mean velocity error (m/s), their mean speed
 and the median of (predicted velocity . true velocity) / speed^2 (0 = speed not found, 1 =
-right). With a second results file over the same samples and in the same order of boxes (the
-same model with and without ``model.radar.refine_velocity``), the matches of the first are read
-in both and it prints, per class, the velocity error before and after: median, 90th percentile,
-mean, and how many got better or worse by more than 2 m/s. docs/results.md ("Radar velocity
-refinement") uses it.
+right), and the share of the others (static, or no velocity known) turned round: the heading
+that motion cannot tell. With a second results file over the same samples and in the same order
+of boxes (the same model with and without ``model.radar.refine_velocity``), the matches of the
+first are read in both and it prints, per class, the velocity error before and after: median,
+90th percentile, mean, and how many got better or worse by more than 2 m/s. docs/results.md
+("Radar velocity refinement") uses it.
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def matches(results, gt, min_score: float, radius: float):
 
 def heading_table(results, found) -> None:
     print(f"{'class':22s} {'n':>5s} {'moving':>6s} {'<0.5':>5s} {'>2.6':>5s} {'mid':>5s} | "
-          f"{'moving: turned':>14s} {'vel err':>7s} {'speed':>6s} {'ratio':>6s}")
+          f"{'moving: turned':>14s} {'vel err':>7s} {'speed':>6s} {'ratio':>6s} | "
+          f"{'static: turned':>14s}")
     for name in sorted(found):
         rows = []
         for box, i, token in found[name]:
@@ -77,8 +79,10 @@ def heading_table(results, found) -> None:
                       float(np.median(a[mv, 3]))]
         else:
             moving = [float("nan")] * 4
+        static = (a[~mv, 0] > 2.6).mean() if (~mv).any() else float("nan")
         print(f"{name:22s} {len(a):5d} {int(mv.sum()):6d} " + " ".join(f"{c:5.2f}" for c in cols)
-              + f" | {moving[0]:14.2f} {moving[1]:7.2f} {moving[2]:6.2f} {moving[3]:6.2f}")
+              + f" | {moving[0]:14.2f} {moving[1]:7.2f} {moving[2]:6.2f} {moving[3]:6.2f}"
+              + f" | {static:14.2f}")
 
 
 def compare_table(first, second, found) -> None:
