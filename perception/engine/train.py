@@ -15,6 +15,9 @@ N iterations straight and N/2 + resume + N/2 give bitwise-identical parameters o
 checks this); on CUDA, bitwise equality also needs deterministic kernels
 (``train.deterministic``), which spconv and scatter-adds only approximate.
 
+A run may start from another run's weights (``train.init_from``: a fine-tune, or a second
+phase with other losses); the optimizer, schedule and data order then start afresh.
+
 Work dir layout: ``config.yaml`` (the resolved config), ``log.csv``, ``iter_N.pt``,
 ``latest.pt``, and the GT-paste database when pasting is on.
 """
@@ -280,6 +283,28 @@ def _resolve_device(device) -> torch.device:
     return torch.device(device)
 
 
+def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load ``train.init_from``'s weights into ``model``: every tensor, of the same shapes,
+    or a ``ValueError`` naming the file and the tensors that differ."""
+    from perception.engine.checkpoint import model_state
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from: no file {path}")
+    state = model_state(str(path))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        parts = [f"{name} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected),
+                                    ("of another shape", shapes)) if keys]
+        raise ValueError(f"train.init_from: {path} holds another architecture than the config "
+                         "builds; tensors " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
 def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after: int | None = None,
           device=None, progress: bool = True, nusc=None) -> TrainResult:
     """Train ``build_model(cfg.model)`` for ``cfg.train.max_iters`` iterations.
@@ -334,6 +359,8 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
             scaler.load_state_dict(ck["scaler"])
         start = int(ck["iteration"])
         restored_rng = ck["rng"]
+    elif t.init_from:
+        init_weights(model, t.init_from)
     save_config(cfg, work_dir / "config.yaml")
 
     end = t.max_iters if stop_after is None else min(t.max_iters, int(stop_after))

@@ -465,6 +465,11 @@ class TrainConfig:
             the end).
         keep_checkpoints: how many ``iter_N.pt`` to keep (0 = all).
         log_interval: iterations per CSV row / progress line.
+        init_from: weights to start from instead of a random initialisation: a training
+            checkpoint or an exported model file of the same architecture (a fine-tune, or a
+            second phase with other losses). Only the model's weights are read; the optimizer,
+            schedule and data order start afresh from ``seed``. ``--resume`` ignores it (the
+            checkpoint it resumes holds the weights). None = random initialisation.
     """
 
     batch_size: int = 1
@@ -483,6 +488,7 @@ class TrainConfig:
     checkpoint_interval: int = 500
     keep_checkpoints: int = 3
     log_interval: int = 10
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.batch_size < 1 or self.max_iters < 1:

@@ -226,6 +226,44 @@ def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):
                  nusc=nusc).iteration == 1
 
 
+def test_init_from_starts_from_another_runs_weights(tmp_path, ekit, nusc):
+    """``train.init_from``: at learning rate 0 the run ends with exactly the parameters of the
+    file it started from (a training checkpoint or an exported one; BatchNorm statistics move on
+    with the frames); a missing file or another architecture is a clear error naming the file."""
+    from perception.cli import main
+
+    data = ekit.tiny_experiment(max_iters=2, checkpoint_interval=2)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    train(ekit.make_config(data), tmp_path / "a", progress=False, nusc=nusc)
+    source = load_checkpoint(tmp_path / "a" / "latest.pt")
+    assert main(["export", str(tmp_path / "a" / "latest.pt"), "--out",
+                 str(tmp_path / "a.pt")]) == 0
+    for i, init in enumerate((tmp_path / "a" / "latest.pt", tmp_path / "a.pt")):
+        data["train"].update(init_from=str(init), lr=0.0, max_iters=1, seed=1)
+        train(ekit.make_config(data), tmp_path / f"b{i}", progress=False, nusc=nusc)
+        ck = load_checkpoint(tmp_path / f"b{i}" / "latest.pt")
+        assert ck["iteration"] == 1 and ck["config"]["train"]["init_from"] == str(init)
+        for name, value in source["model"].items():
+            if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                continue
+            expected = value.half().to(value.dtype) if i and value.is_floating_point() else value
+            assert torch.equal(ck["model"][name], expected), name
+    # Without it, the same run starts elsewhere.
+    data["train"]["init_from"] = None
+    train(ekit.make_config(data), tmp_path / "c", progress=False, nusc=nusc)
+    fresh = load_checkpoint(tmp_path / "c" / "latest.pt")["model"]
+    assert any(not torch.equal(fresh[k], v) for k, v in source["model"].items()
+               if v.is_floating_point())
+
+    data["train"]["init_from"] = str(tmp_path / "nothing.pt")
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        train(ekit.make_config(data), tmp_path / "d", progress=False, nusc=nusc)
+    data["train"]["init_from"] = str(tmp_path / "a.pt")
+    data["model"]["head"]["head_channels"] = 8
+    with pytest.raises(ValueError, match=r"a\.pt holds another architecture.*of another shape"):
+        train(ekit.make_config(data), tmp_path / "e", progress=False, nusc=nusc)
+
+
 def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
                                                               monkeypatch):
     """A NaN loss at iteration 2 stops training there, with an error
