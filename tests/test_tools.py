@@ -69,7 +69,6 @@ def test_probe_velocity_on_the_real_scene(tmp_path, capsys):
     from nuscenes import NuScenes
     from nuscenes.eval.common.loaders import load_gt
     from nuscenes.eval.detection.data_classes import DetectionBox
-
     from pyquaternion import Quaternion
 
     probe = load_tool("probe_velocity")
