@@ -291,18 +291,11 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"train.init_from: no file {path}")
-    state = model_state(str(path))
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{name} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                    ("of another shape", shapes)) if keys]
+    try:
+        model.load_state_dict(model_state(str(path)))
+    except RuntimeError as err:     # torch lists the missing, unexpected and resized tensors
         raise ValueError(f"train.init_from: {path} holds another architecture than the config "
-                         "builds; tensors " + "; ".join(parts))
-    model.load_state_dict(state)
+                         f"builds: {err}") from None
 
 
 def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after: int | None = None,
