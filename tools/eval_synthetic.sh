@@ -16,6 +16,8 @@
 # and with UNSEEN_VAL=DIR another: the mini_val of a v1.0-mini world generated at a seed no model
 #   trained on (e.g. `perception synth --out data/synthetic/seed2026 --version v1.0-mini --seed
 #   2026`: 2 scenes, 80 samples), set name the folder's name.
+# CONFIGS=DIR (default configs/synthetic) takes each model's NAME.yaml from DIR instead (an
+# experiment whose architecture differs from the shipped one's).
 # A model whose file CKPT_DIR lacks is skipped (e.g. a fusion + LiDAR experiment); a row whose
 # metrics_summary.json exists is not run again. Each run writes
 # OUT_ROOT/<set>/<name>/metrics_summary.json (the devkit's format, fast backend: identical
@@ -26,13 +28,14 @@ OUT=${2:-outputs/results}
 PERCEPTION=${PERCEPTION:-.venv/bin/perception}
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}
+CONFIGS=${CONFIGS:-configs/synthetic}
 
 run() {   # set dataroot version split name config modalities
     local set=$1 root=$2 version=$3 split=$4 name=$5 cfg=$6 mods=$7
     local dir="$OUT/$set/$name"
     if [ -f "$dir/metrics_summary.json" ]; then return; fi
     if [ ! -f "$CK/synthetic_$cfg.pt" ]; then echo "$set/$name: no $CK/synthetic_$cfg.pt, skipped" >&2; return; fi
-    "$PERCEPTION" eval "configs/synthetic/$cfg.yaml" --checkpoint "$CK/synthetic_$cfg.pt" \
+    "$PERCEPTION" eval "$CONFIGS/$cfg.yaml" --checkpoint "$CK/synthetic_$cfg.pt" \
         --dataroot "$root" --version "$version" --split "$split" --out "$dir" \
         --modalities "$mods" --workers 1 --threads "$THREADS" > "$dir.log" 2>&1 \
         || { echo "eval $set/$name failed: see $dir.log" >&2; return 1; }

@@ -285,14 +285,22 @@ def _resolve_device(device) -> torch.device:
 
 def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load ``train.init_from``'s weights into ``model``: every tensor, of the same shapes,
-    or a ``ValueError`` naming the file and the tensors that differ."""
+    or a ``ValueError`` naming the file and the tensors that differ. A model with
+    ``fusion.subset_heads`` from a file without them: each subset head starts from the file's
+    head."""
     from perception.engine.checkpoint import model_state
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"train.init_from: no file {path}")
+    state = model_state(str(path))
+    for name in model.state_dict():
+        if name.startswith("subset_heads.") and name not in state:
+            source = "head." + name.split(".", 2)[2]
+            if source in state:
+                state[name] = state[source]
     try:
-        model.load_state_dict(model_state(str(path)))
+        model.load_state_dict(state)
     except RuntimeError as err:     # torch lists the missing, unexpected and resized tensors
         raise ValueError(f"train.init_from: {path} holds another architecture than the config "
                          f"builds: {err}") from None

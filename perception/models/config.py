@@ -169,6 +169,12 @@ class FusionConfig:
         subset_code_weights: the 10 regression channel weights of the subset passes' loss
             (``head.code_weights``' layout); None (default): the head's own. Zeros for sin
             and cos leave heading to each frame's own pass (its sensors after dropout).
+        subset_heads: give each ``subset_loss`` subset a head of its own (same architecture as
+            ``head``), which decodes every frame whose sensors all lie in the subset: its
+            subset pass, a frame dropout left without the others, a test without them
+            (``[[camera, radar]]``: every frame without LiDAR). The main head then learns only
+            from frames with LiDAR. ``train.init_from`` a file without them starts each from
+            the file's head.
     """
 
     channels: int = 128
@@ -182,6 +188,7 @@ class FusionConfig:
     subset_loss: tuple[tuple[str, ...], ...] = ()
     subset_loss_weight: float = 1.0
     subset_code_weights: tuple[float, ...] | None = None
+    subset_heads: bool = False
 
     def __post_init__(self):
         _check_dropout_rates("fusion.modality_dropout", self.modality_dropout)
@@ -200,6 +207,8 @@ class FusionConfig:
             raise ValueError("fusion.subset_code_weights needs 10 weights >= 0 (dx, dy, z, "
                              "log l, log w, log h, sin, cos, vx, vy), got "
                              f"{list(self.subset_code_weights)}")
+        if self.subset_heads and not self.subset_loss:
+            raise ValueError("fusion.subset_heads needs fusion.subset_loss subsets to give heads")
         if not 0.0 <= self.modality_dropout_start < 1.0:
             raise ValueError("fusion.modality_dropout_start is a fraction of train.max_iters in "
                              f"[0, 1), got {self.modality_dropout_start}")

@@ -25,7 +25,7 @@ from perception.models.config import MODALITIES, ModelConfig, check_flips
 from perception.models.fusion import AttentionFuser
 from perception.models.heads import CenterHead
 from perception.models.lidar import HeightCollapse, LidarEncoder, SparseBackbone3D
-from perception.models.outputs import BEVFeatures, DetectorOutput, SubsetOutput
+from perception.models.outputs import BEVFeatures, DetectorOutput, HeadOutput, SubsetOutput
 from perception.models.radar import RadarEncoder
 from perception.models.radar.velocity import refine_velocity
 from perception.models.tta import flip_batch, merge_heads, unflip_heads
@@ -56,6 +56,11 @@ class FusionDetector(nn.Module):
         subset_loss_weight: weight of ``loss_subset``.
         subset_code_weights: regression channel weights of the subset passes' loss (None: the
             head's ``code_weights``).
+        subset_heads: one more head per ``subset_loss`` subset, built like ``head``: every
+            frame whose sensors all lie in that subset (its subset pass in training, a frame
+            modality dropout left without the others, a test without them) is decoded by it
+            (by the smallest such subset's), so that ``head`` learns only from frames with a
+            sensor outside every subset.
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
@@ -63,7 +68,8 @@ class FusionDetector(nn.Module):
                  modality_dropout: float | Mapping[str, float] = 0.0, depth_weight: float = 0.0,
                  test_flips: Sequence[str] = (), refine_velocity: bool = False,
                  subset_loss: Sequence[Sequence[str]] = (), subset_loss_weight: float = 1.0,
-                 subset_code_weights: Sequence[float] | None = None):
+                 subset_code_weights: Sequence[float] | None = None,
+                 subset_heads: Sequence[CenterHead] = ()):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -88,6 +94,23 @@ class FusionDetector(nn.Module):
         self.subset_loss_weight = subset_loss_weight
         self.subset_code_weights = (None if subset_code_weights is None
                                     else tuple(float(w) for w in subset_code_weights))
+        if subset_heads and len(subset_heads) != len(self.subset_loss):
+            raise ValueError(f"subset_heads: {len(subset_heads)} heads for "
+                             f"{len(self.subset_loss)} subset_loss subsets")
+        # Keyed "camera+radar" (sensors in the model's order), the state dict's names.
+        self.subset_heads = nn.ModuleDict({self._subset_key(s): h
+                                           for s, h in zip(self.subset_loss, subset_heads)})
+
+    def _subset_key(self, sensors: Sequence[str]) -> str:
+        return "+".join(m for m in self.modalities if m in sensors)
+
+    def head_key(self, sensors: Sequence[str]) -> str:
+        """Which head decodes a frame with these sensors: a ``subset_heads`` key, or "" for
+        ``head``."""
+        within = [s for s in self.subset_loss if set(sensors) <= set(s)]
+        if not self.subset_heads or not within:
+            return ""
+        return self._subset_key(min(within, key=len))
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
@@ -190,7 +213,7 @@ class FusionDetector(nn.Module):
         fused = self.fuser(bevs, host_to_device(present, batch.lidar_mask.device))
         camera = bevs.get("camera")
         subsets = self._subsets(bevs, present) if self.training else ()
-        return DetectorOutput(heads=self.head(fused), present=present, fused=fused,
+        return DetectorOutput(heads=self.decode_maps(fused, present), present=present, fused=fused,
                               depth_logits=None if camera is None else camera.depth_logits,
                               subsets=subsets)
 
@@ -208,8 +231,30 @@ class FusionDetector(nn.Module):
             sub_bevs = {m: BEVFeatures(f.features[idx], f.valid[idx])
                         for m, f in bevs.items() if m in subset}
             fused = self.fuser(sub_bevs, sub[frames].to(dev))
-            out.append(SubsetOutput(subset, frames, self.head(fused)))
+            out.append(SubsetOutput(subset, frames, self.decode_maps(fused, sub[frames])))
         return tuple(out)
+
+    def decode_maps(self, fused: Tensor, present: Tensor) -> tuple[HeadOutput, ...]:
+        """The head maps of fused BEV features, each frame's from the head of its sensors
+        (``present``: (B, M) bool on the host): the ``subset_heads`` head of the smallest
+        subset holding all of them, else ``head``."""
+        if not self.subset_heads:
+            return self.head(fused)
+        keys = [self.head_key([m for m, p in zip(self.modalities, row) if p])
+                for row in present.tolist()]
+        heads = {k: (self.head if k == "" else self.subset_heads[k]) for k in keys}
+        if len(heads) == 1:
+            return next(iter(heads.values()))(fused)
+        dev = fused.device
+        parts, order = [], []
+        for k, head in heads.items():
+            frames = [i for i, key in enumerate(keys) if key == k]
+            parts.append(head(fused[torch.tensor(frames, device=dev)]))
+            order += frames
+        inverse = torch.argsort(torch.tensor(order)).to(dev)
+        return tuple(HeadOutput(*(torch.cat(maps)[inverse] for maps in zip(
+            *((o.heatmap, o.regression, o.attribute) for o in group))))
+            for group in zip(*parts))
 
     def loss(self, outputs: DetectorOutput, batch: Batch) -> dict[str, Tensor]:
         """Weighted loss terms (``loss_heatmap``, ``loss_regression``, ``loss_attribute``, and
@@ -319,18 +364,23 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                            channels=f.channels, heads=f.heads, context_blocks=f.context_blocks,
                            context_scales=f.context_scales)
     h = cfg.head
-    head = CenterHead(in_channels=fuser.out_channels, grid=cfg.grid, classes=cfg.classes,
-                      class_groups=h.class_groups, shared_channels=h.shared_channels,
-                      head_channels=h.head_channels,
-                      min_overlap=h.min_overlap, min_radius=h.min_radius,
-                      max_objects=h.max_objects, heatmap_weight=h.heatmap_weight,
-                      regression_weight=h.regression_weight, attribute_weight=h.attribute_weight,
-                      code_weights=h.code_weights, score_threshold=h.score_threshold,
-                      top_k=h.top_k, max_detections=h.max_detections, nms_radius=h.nms_radius)
+
+    def build_head() -> CenterHead:
+        return CenterHead(
+            in_channels=fuser.out_channels, grid=cfg.grid, classes=cfg.classes,
+            class_groups=h.class_groups, shared_channels=h.shared_channels,
+            head_channels=h.head_channels, min_overlap=h.min_overlap, min_radius=h.min_radius,
+            max_objects=h.max_objects, heatmap_weight=h.heatmap_weight,
+            regression_weight=h.regression_weight, attribute_weight=h.attribute_weight,
+            code_weights=h.code_weights, score_threshold=h.score_threshold, top_k=h.top_k,
+            max_detections=h.max_detections, nms_radius=h.nms_radius)
+
+    head = build_head()
+    subset_heads = [build_head() for _ in f.subset_loss] if f.subset_heads else []
     return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
                           image_size=cfg.camera.image_size if "camera" in encoders else None,
                           modality_dropout=f.modality_dropout,
                           depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips,
                           refine_velocity=cfg.radar.refine_velocity,
                           subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight,
-                          subset_code_weights=f.subset_code_weights)
+                          subset_code_weights=f.subset_code_weights, subset_heads=subset_heads)

@@ -229,7 +229,8 @@ def test_resume_refuses_a_changed_config(tmp_path, ekit, nusc):
 def test_init_from_starts_from_another_runs_weights(tmp_path, ekit, nusc):
     """``train.init_from``: at learning rate 0 the run ends with exactly the parameters of the
     file it started from (a training checkpoint or an exported one; BatchNorm statistics move on
-    with the frames); a missing file or another architecture is a clear error naming the file."""
+    with the frames; a head for the LiDAR-free frames the file lacks starts from its head); a
+    missing file or another architecture is a clear error naming the file."""
     from perception.cli import main
 
     data = ekit.tiny_experiment(max_iters=2, checkpoint_interval=2)
@@ -254,6 +255,21 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, ekit, nusc):
     fresh = load_checkpoint(tmp_path / "c" / "latest.pt")["model"]
     assert any(not torch.equal(fresh[k], v) for k, v in source["model"].items()
                if v.is_floating_point())
+
+    # A model with a head for the LiDAR-free frames (fusion.subset_heads), from a file without
+    # one: that head starts from the file's head.
+    data["train"].update(init_from=str(tmp_path / "a.pt"), lr=0.0)
+    data["model"]["fusion"].update(subset_loss=[["camera", "radar"]], subset_heads=True)
+    train(ekit.make_config(data), tmp_path / "f", progress=False, nusc=nusc)
+    both = load_checkpoint(tmp_path / "f" / "latest.pt")["model"]
+    heads = [k for k in source["model"] if k.startswith("head.")
+             and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert heads
+    for name in heads:
+        expected = source["model"][name].half().to(source["model"][name].dtype)
+        assert torch.equal(both[name], expected), name
+        assert torch.equal(both["subset_heads.camera+radar." + name[5:]], expected), name
+    del data["model"]["fusion"]["subset_loss"], data["model"]["fusion"]["subset_heads"]
 
     data["train"]["init_from"] = str(tmp_path / "nothing.pt")
     with pytest.raises(FileNotFoundError, match="nothing.pt"):

@@ -210,6 +210,60 @@ def test_subset_loss_trains_the_subset_path_on_the_frames_it_changes(kit):
     assert model(batch).subsets == () and "loss_subset" not in model.loss(model(batch), batch)
 
 
+def test_subset_heads_decode_the_frames_without_lidar(kit):
+    """fusion.subset_heads with subset_loss [[camera, radar]]: every frame without LiDAR (the
+    subset pass, a frame without it in the batch, a test without it) is decoded by the subset's
+    own head, the frames with LiDAR by the main head; in a mixed batch each frame's maps are
+    what its own head gives alone, and the main head gets no gradient from LiDAR-free frames."""
+    torch.manual_seed(0)
+    cfg = kit.tiny_config()
+    cfg = replace(cfg, fusion=replace(cfg.fusion, subset_loss=(("camera", "radar"),),
+                                      subset_heads=True, modality_dropout=0.0))
+    model = build_model(cfg).train()
+    assert list(model.subset_heads) == ["camera+radar"]
+    assert [model.head_key(s) for s in (("camera",), ("radar",), ("camera", "radar"),
+                                        ("lidar",), ("camera", "lidar", "radar"))] == [
+        "camera+radar", "camera+radar", "camera+radar", "", ""]
+    # Distinct weights, so that which head decoded a frame shows in its maps.
+    with torch.no_grad():
+        for p in model.subset_heads["camera+radar"].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    full = kit.make_batch(grid=kit.grid, batch_size=2, boxes_per_frame=3, seed=3)
+    batch = replace(full, lidar_mask=torch.tensor([False, True]),
+                    lidar_points=[torch.zeros(0, 5), full.lidar_points[1]])
+    model.eval()
+    out = model(batch)
+    assert out.present.tolist() == [[True, False, True], [True, True, True]]
+    own = [model.subset_heads["camera+radar"](out.fused[:1]), model.head(out.fused[1:])]
+    for frame, heads in enumerate(own):
+        for a, b in zip(out.heads, heads):
+            torch.testing.assert_close(a.heatmap[frame:frame + 1], b.heatmap)
+            torch.testing.assert_close(a.regression[frame:frame + 1], b.regression)
+    wrong = model.head(out.fused[:1])
+    assert not torch.allclose(out.heads[0].heatmap[:1], wrong[0].heatmap)
+    assert len(model.predict(batch)) == 2 and len(model.predict(full, modalities=("radar",))) == 2
+    # Training: the LiDAR-free frame and the subset pass of the other reach the subset head
+    # only; the main head learns from the frame with LiDAR.
+    model.train()
+    out = model(batch)
+    sub = out.subsets[0]
+    assert sub.frames.tolist() == [1]
+    losses = model.loss(out, batch)
+    main = [p for p in model.head.parameters()]
+    extra = [p for p in model.subset_heads.parameters()]
+    g_sub = torch.autograd.grad(losses["loss_subset"], main + extra, allow_unused=True,
+                                retain_graph=True)
+    assert all(g is None or not g.any() for g in g_sub[:len(main)])
+    assert any(g is not None and g.abs().sum() > 0 for g in g_sub[len(main):])
+    only_free = replace(batch, lidar_mask=torch.tensor([False, False]),
+                        lidar_points=[torch.zeros(0, 5)] * 2)
+    out = model(only_free)
+    g = torch.autograd.grad(sum(model.loss(out, only_free).values()), main, allow_unused=True)
+    assert all(x is None or not x.any() for x in g)
+    with pytest.raises(ValueError, match="subset_heads needs fusion.subset_loss"):
+        replace(cfg.fusion, subset_loss=())
+
+
 def test_subset_code_weights_weigh_the_subset_passes_regression_only(kit):
     """fusion.subset_code_weights: the subset pass's regression loss uses these channel
     weights (zeros for sin and cos: no heading gradient from the LiDAR-free pass reaches the
