@@ -368,6 +368,26 @@ def test_cpu_bf16_trains_in_bfloat16_with_float32_losses(tmp_path, ekit, nusc, m
     assert {v.dtype for v in model.values() if v.is_floating_point()} == {torch.float32}
 
 
+@pytest.mark.parametrize("machine, avx512_bf16, amx, expected", [
+    ("x86_64", False, False, False),   # AVX-512 alone: oneDNN would emulate bfloat16
+    ("x86_64", True, False, True), ("x86_64", False, True, True), ("aarch64", False, False, True)])
+def test_native_bf16_needs_avx512_bf16_or_amx_on_x86(monkeypatch, machine, avx512_bf16, amx,
+                                                     expected):
+    """oneDNN says bfloat16 is supported on every AVX-512 CPU, also where it only emulates it;
+    on x86 the CPU must have AVX512-BF16 or AMX; elsewhere oneDNN's word stands."""
+    import platform
+
+    import perception.engine.train as train_mod
+
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert train_mod.cpu_has_native_bf16() is expected
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert train_mod.cpu_has_native_bf16() is False
+
+
 def test_cpu_bf16_without_native_support_warns_and_stays_float32(monkeypatch):
     import perception.engine.train as train_mod
 
