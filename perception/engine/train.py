@@ -260,7 +260,7 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively: on x86, AVX512-BF16 or AMX; elsewhere what
     oneDNN reports. (oneDNN's own check also says yes on x86 CPUs with AVX-512 but neither,
     where it emulates bfloat16: the synthetic fusion model trained at 12.5 s an iteration
-    there against 2-4 s in float32, docs/training.md.)"""
+    there against 6.9 s in float32, docs/training.md.)"""
     try:
         onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
