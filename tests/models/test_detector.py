@@ -249,8 +249,8 @@ def test_subset_heads_decode_the_frames_without_lidar(kit):
     sub = out.subsets[0]
     assert sub.frames.tolist() == [1]
     losses = model.loss(out, batch)
-    main = [p for p in model.head.parameters()]
-    extra = [p for p in model.subset_heads.parameters()]
+    main = list(model.head.parameters())
+    extra = list(model.subset_heads.parameters())
     g_sub = torch.autograd.grad(losses["loss_subset"], main + extra, allow_unused=True,
                                 retain_graph=True)
     assert all(g is None or not g.any() for g in g_sub[:len(main)])
