@@ -8,6 +8,7 @@ An encoder runs only if some frame uses its sensor; the fuser masks the rest per
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Mapping, Sequence
 
 import torch
@@ -251,10 +252,12 @@ class FusionDetector(nn.Module):
             frames = [i for i, key in enumerate(keys) if key == k]
             parts.append(head(fused[torch.tensor(frames, device=dev)]))
             order += frames
-        inverse = torch.argsort(torch.tensor(order)).to(dev)
-        return tuple(HeadOutput(*(torch.cat(maps)[inverse] for maps in zip(
-            *((o.heatmap, o.regression, o.attribute) for o in group))))
-            for group in zip(*parts))
+        inverse = torch.argsort(torch.tensor(order)).to(dev)   # back to the batch's order
+        merged = []
+        for group in zip(*parts):      # one class group: its maps from each head's frames
+            merged.append(HeadOutput(*(torch.cat([getattr(o, f.name) for o in group])[inverse]
+                                       for f in fields(HeadOutput))))
+        return tuple(merged)
 
     def loss(self, outputs: DetectorOutput, batch: Batch) -> dict[str, Tensor]:
         """Weighted loss terms (``loss_heatmap``, ``loss_regression``, ``loss_attribute``, and
