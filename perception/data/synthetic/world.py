@@ -61,6 +61,7 @@ class WorldConfig:
     ground_resolution_m: float = 0.1    # GroundMap cell size, m (the map PNG is always 0.1 m)
     sample_dt_s: float = 0.1            # trajectory knot spacing, s
     actor_radius_m: float = 75.0        # static/parked actors and walkers only this close to the ego path
+    cover_classes: bool = False         # add what it takes for every detection class to be seen
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,26 @@ _MOVING_MIX = {"vehicle.car": 0.80, "vehicle.truck": 0.085, "vehicle.bus.rigid":
                "vehicle.construction": 0.009}
 _PARKED_MIX = {"vehicle.car": 0.78, "vehicle.truck": 0.085, "vehicle.trailer": 0.065,
                "vehicle.construction": 0.015, "vehicle.motorcycle": 0.035, "vehicle.bus.rigid": 0.02}
+
+
+# Detection class -> the categories of it this world draws (the devkit's
+# category_to_detection_name restricted to them; a test checks that the two agree).
+DETECTION_CATEGORIES = {
+    "car": ("vehicle.car",), "truck": ("vehicle.truck",),
+    "bus": ("vehicle.bus.rigid", "vehicle.bus.bendy"), "trailer": ("vehicle.trailer",),
+    "construction_vehicle": ("vehicle.construction",),
+    "pedestrian": ("human.pedestrian.adult", "human.pedestrian.child",
+                   "human.pedestrian.construction_worker", "human.pedestrian.police_officer"),
+    "motorcycle": ("vehicle.motorcycle",), "bicycle": ("vehicle.bicycle",),
+    "traffic_cone": ("movable_object.trafficcone",), "barrier": ("movable_object.barrier",),
+}
+_DETECTION_NAME = {cat: name for name, cats in DETECTION_CATEGORIES.items() for cat in cats}
+# The devkit's evaluation range of each class (detection_cvpr_2019 ``class_range``), m.
+EVAL_RANGE_M = {"car": 50.0, "truck": 50.0, "bus": 50.0, "trailer": 50.0,
+                "construction_vehicle": 50.0, "pedestrian": 40.0, "motorcycle": 40.0,
+                "bicycle": 40.0, "traffic_cone": 30.0, "barrier": 30.0}
+SEEN_FRACTION = 0.6      # "seen": within this share of its class's range of the ego at some knot
+_COVER_STREAM = 7        # SeedSequence entropy [seed, _COVER_STREAM]: the cover groups' randomness
 
 
 def _pick(rng, mix: dict) -> str:
@@ -365,6 +386,8 @@ class _Builder:
     def __init__(self, cfg: WorldConfig, seed: int):
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
+        self.cover_seed = np.random.SeedSequence([int(seed), _COVER_STREAM])
+        self.in_racks: set[int] = set()     # id() of the bicycles parked in racks
         self.dt = float(cfg.sample_dt_s)
         self.times = np.arange(int(np.ceil((cfg.duration_s + 1.0) / self.dt)) + 1) * self.dt
         self.actors: list[_Actor] = []
@@ -438,6 +461,8 @@ class _Builder:
         self._traffic_spawn()
         self._pedestrians()
         self._resolve()
+        if cfg.cover_classes:
+            self._cover_classes()
         return self._finish(static)
 
     # ---- ego -----------------------------------------------------------------------------------
@@ -668,8 +693,10 @@ class _Builder:
                         # Inside the rack box by construction; the rack's own footprint is skipped.
                         bxy = xy + u * ((j - (nb - 1) / 2) * pitch)
                         bsz = (min(bs[0], rack_size[1] - 0.15), bs[1], bs[2])
-                        self.place_static("vehicle.bicycle", bsz, bxy, hh + np.pi / 2,
-                                          ATTR["cycle.without_rider"], pad=0.0, skip=rack_occ)
+                        bike = self.place_static("vehicle.bicycle", bsz, bxy, hh + np.pi / 2,
+                                                 ATTR["cycle.without_rider"], pad=0.0, skip=rack_occ)
+                        if bike is not None:
+                            self.in_racks.add(id(bike))
                     self.features.append("bicycle rack")
         # Distractors: non-detection categories.
         if rng.random() < cfg.p_distractors:
@@ -679,6 +706,150 @@ class _Builder:
             for r, s, d, side, h in self._roadside_points(lambda r, sd: r.half_width(sd) + r.verge * 0.5, 1):
                 size = sample_size(rng, "animal")
                 self.place_static("animal", size, r.frame(s, d)[0], float(rng.uniform(-np.pi, np.pi)), None, 1)
+
+    # ---- every detection class in view (WorldConfig.cover_classes: the val scenes) -------------
+    def _ego_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ego box centre at the knots that keyframes can fall between (the knots run a second
+        past the scene's end; keyframes come every 0.5 s from its start), and those knots' mask."""
+        keep = self.times <= self.cfg.duration_s - 0.5
+        e_xy, _, e_h = self.ego_track
+        centre = e_xy + EGO_REAR_AXLE_TO_CENTER * np.stack([np.cos(e_h), np.sin(e_h)], -1)
+        return centre[keep], keep
+
+    def seen_classes(self) -> set[str]:
+        """Detection classes of the final actors that come within SEEN_FRACTION of their class's
+        evaluation range of the ego's centre at some knot while present (bicycles in racks do
+        not count: the devkit's evaluation drops them)."""
+        centre, keep = self._ego_centres()
+        seen: set[str] = set()
+        for a in self.final:
+            name = _DETECTION_NAME.get(a.category)
+            if name is None or name in seen or id(a) in self.in_racks:
+                continue
+            near = np.hypot(*(a.pos[keep] - centre).T) < SEEN_FRACTION * EVAL_RANGE_M[name]
+            if np.any(a.present[keep] & near):
+                seen.add(name)
+        return seen
+
+    def _cover_classes(self):
+        """Place a parked or standing group of each detection class the scene does not show
+        (``seen_classes``) beside the ego's path: a split of one or two scenes then scores every
+        class, where the devkit would count an absent class as AP 0 and every error 1. The groups
+        draw from a random stream of their own, and one that would touch a moving actor goes
+        again (nothing is re-simulated): the scene without them is unchanged, actor for actor,
+        trajectory for trajectory and part for part."""
+        main_rng, self.rng = self.rng, np.random.default_rng(self.cover_seed)
+        first = len(self.actors)
+        try:
+            for _ in range(6):
+                missing = [c for c in DETECTION_CATEGORIES if c not in self.seen_classes()]
+                if not missing:
+                    break
+                for name in missing:
+                    for k in range(40):
+                        if self._cover_group(name, on_verge=k >= 20):
+                            break
+                self._drop_blocked(first)
+            if len(self.actors) > first:
+                self.features.append("every class in view")
+        finally:
+            self.rng = main_rng
+
+    def _drop_blocked(self, first: int):
+        """Remove the actors added from index ``first`` of self.actors on that touch a vehicle's or
+        walker's path at some knot (place_static already kept them clear of everything static)."""
+        self._walker_tracks()          # the new statics' tracks; the walkers' come out the same
+        dyn = self.vehicles + [a for a in self.actors if a.kind == "walker"]
+        stat = [a for a in self.actors if a.kind == "static"]
+        pairs, _ = self._conflicts(dyn, stat)
+        everyone = dyn + stat
+        added = {id(a) for a in self.actors[first:]}
+        blocked = {id(everyone[k]) for pair in pairs for k in pair
+                   if k < len(everyone) and id(everyone[k]) in added}
+        self.actors = [a for a in self.actors if id(a) not in blocked]
+        self.final = self.vehicles[1:] + self.actors
+
+    def _cover_spot(self, d_fn, reach: float) -> list:
+        """[(road, s, d, side, heading)] of one point ``d_fn(road, side)`` across a road from its
+        centre line and within ``reach`` of where the ego drives (the simulated track, not the
+        planned route: a slow ego covers only part of it), or [] when 60 draws find none."""
+        rng, L = self.rng, self.layout
+        centre, _ = self._ego_centres()
+        for _ in range(60):
+            q = centre[int(rng.integers(len(centre)))]
+            r = L.roads[int(rng.integers(len(L.roads)))]
+            i = int(np.argmin(np.hypot(*(r.path.pts - q).T)))
+            s = float(r.path.s[i] + rng.uniform(-reach / 2, reach / 2))
+            if not r.s_paint0 + 5.0 < s < r.path.length - 5.0:
+                continue
+            side = int(rng.choice([-1, 1]))
+            d = side * d_fn(r, side)
+            xy, h = r.frame(s, d)
+            if (self.inside(xy, 10.0) and np.hypot(*xy) > L.junction_r
+                    and np.min(np.hypot(*(centre - xy).T)) < reach):
+                return [(r, s, d, side, h)]
+        return []
+
+    def _cover_group(self, name: str, on_verge: bool = False) -> int:
+        """One group of class ``name`` within half its evaluation range of the ego's path: a
+        parked vehicle at the kerb (up on the verge where the road has no parking strip, or with
+        ``on_verge``: where a long vehicle finds no gap between the parked cars), two or
+        three parked cycles on the verge, two to four people standing on the walkway, three to
+        five cones at the kerb or a row of four to eight barriers on the walkway. Returns how many
+        actors were placed."""
+        rng = self.rng
+        cat = DETECTION_CATEGORIES[name][0]
+        reach = 0.5 * EVAL_RANGE_M[name]
+        place = (lambda *a, **k: int(self.place_static(*a, **k) is not None))  # noqa: E731
+        park = (lambda r, sd: r.park[0 if sd > 0 else 1])                                 # noqa: E731
+        placed = 0
+        if name in ("car", "truck", "bus", "trailer", "construction_vehicle"):
+            size = sample_size(rng, cat)
+
+            def kerb(r, sd):
+                if park(r, sd) > 0 and not on_verge:
+                    return r.half_width(sd) - 0.25 - size[1] / 2 + max(0.0, size[1] - park(r, sd)) * 0.8
+                return r.half_width(sd) + size[1] / 2 + 0.3
+
+            for r, s, d, side, h in self._cover_spot(kerb, reach):
+                if all(abs(s - c[0]) > 10.0 + size[0] / 2 for c in r.crossings):
+                    flip = 0.0 if side == r.sf else np.pi
+                    placed += place(cat, size, r.frame(s, d)[0], h + flip, ATTR["vehicle.parked"])
+        elif name in ("motorcycle", "bicycle"):
+            for r, s, d, side, h in self._cover_spot(
+                    lambda r, sd: r.half_width(sd) + r.verge * 0.5 + 0.3, reach):
+                for j in range(int(rng.integers(2, 4))):
+                    size = sample_size(rng, cat)
+                    xy = r.frame(s + j * (size[1] + 0.35), d)[0]
+                    placed += place(cat, size, xy, h + side * np.pi / 2, ATTR["cycle.without_rider"],
+                                    pad=0.05)
+        elif name == "pedestrian":
+            for r, s, d, side, h in self._cover_spot(
+                    lambda r, sd: r.half_width(sd) + r.verge + r.walk * float(rng.uniform(0.55, 0.9)),
+                    reach):
+                facing = h + float(rng.uniform(-np.pi, np.pi))
+                for j in range(int(rng.integers(2, 5))):
+                    size = sample_size(rng, cat)
+                    xy = r.frame(s + j * 0.8, d)[0]
+                    placed += place(cat, size, xy, facing + float(rng.normal(0, 0.5)),
+                                    ATTR["pedestrian.standing"], pad=0.1)
+        elif name == "traffic_cone":
+            for r, s, d, side, h in self._cover_spot(
+                    lambda r, sd: r.half_width(sd) + (-0.5 if park(r, sd) > 0 else 0.4), reach):
+                for j in range(int(rng.integers(3, 6))):
+                    size = sample_size(rng, cat)
+                    xy = r.frame(s + j * float(rng.uniform(1.2, 3.0)), d)[0]
+                    placed += place(cat, size, xy, float(rng.uniform(0, np.pi)), None)
+        else:   # barrier
+            for r, s, d, side, h in self._cover_spot(
+                    lambda r, sd: r.half_width(sd) + r.verge + r.walk * 0.5, reach):
+                along = 0.0
+                for j in range(int(rng.integers(4, 9))):
+                    size = sample_size(rng, cat)
+                    xy, hh = r.frame(s + along + size[1] / 2, d)
+                    placed += place(cat, size, xy, hh + np.pi / 2, None)
+                    along += size[1] + 0.1
+        return placed
 
     # ---- moving traffic --------------------------------------------------------------------------
     def _traffic_spawn(self):

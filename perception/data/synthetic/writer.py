@@ -86,6 +86,8 @@ class SceneJob:
     duration_s: scene length (s); image_width/height: camera resolution (px)
     actor_density: scales the scenario's number of actors; noise: scales the sensors' noise
     sweeps: write non-keyframe files; jpeg_quality: 1..100
+    cover_classes: add parked / standing groups until every detection class is in view
+        (WorldConfig.cover_classes; SynthConfig.cover_classes decides per scene)
     """
 
     dataroot: str
@@ -98,6 +100,7 @@ class SceneJob:
     noise: float = 1.0
     sweeps: bool = True
     jpeg_quality: int = 90
+    cover_classes: bool = False
 
 
 @dataclass
@@ -579,7 +582,8 @@ def write_scene(job: SceneJob) -> SceneResult:
                                              _STREAM_WORLD]).generate_state(1)[0])
     t0 = time.perf_counter()
     scenario = build_scenario(WorldConfig(duration_s=float(job.duration_s),
-                                          actor_density=float(job.actor_density)), seed_world)
+                                          actor_density=float(job.actor_density),
+                                          cover_classes=bool(job.cover_classes)), seed_world)
     timing["scenario"] += time.perf_counter() - t0
     rig: Rig = build_rig(job.image_width, job.image_height, scene_rng(job, _STREAM_RIG))
     lighting = _make_lighting(job)

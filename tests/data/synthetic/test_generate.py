@@ -71,6 +71,45 @@ def test_scene_names_follow_devkit_splits():
         SynthConfig(version="v1.0-test")
 
 
+def test_cover_classes_picks_the_val_scenes():
+    from nuscenes.utils import splits
+
+    from perception.data.synthetic.generate import _job
+
+    for version, val in (("v1.0-mini", splits.mini_val), ("v1.0-trainval", splits.val)):
+        for mode in ("val", "all", "none"):
+            config = SynthConfig(version=version, scenes=10, cover_classes=mode)
+            names = scene_names(config)
+            jobs = {n: _job(config, "/tmp/x", n).cover_classes for n in names}
+            want = {n: mode == "all" or (mode == "val" and n in val) for n in names}
+            assert jobs == want, (version, mode)
+            assert any(want.values()) == (mode != "none")
+    assert SynthConfig().cover_classes == "val"
+    with pytest.raises(ValueError, match="cover_classes"):
+        SynthConfig(cover_classes="train")
+
+
+def test_val_scene_has_every_class_and_train_scene_is_the_plain_draw(tiny_dataset, tiny_nusc):
+    """TINY's mini_val scene (2 s) holds every detection class where the devkit scores it (with
+    LiDAR or radar points); its mini_train scene gets no added groups (its description says)."""
+    from nuscenes.eval.detection.utils import category_to_detection_name
+    from nuscenes.utils.splits import mini_val
+
+    per_scene = defaultdict(set)
+    for ann in tiny_nusc.sample_annotation:
+        name = category_to_detection_name(ann["category_name"])
+        if name is not None and ann["num_lidar_pts"] + ann["num_radar_pts"] > 0:
+            sample = tiny_nusc.get("sample", ann["sample_token"])
+            per_scene[tiny_nusc.get("scene", sample["scene_token"])["name"]].add(name)
+    val = [n for n in per_scene if n in mini_val]
+    assert len(val) == 1 and len(per_scene) == 2
+    assert per_scene[val[0]] == {"car", "truck", "bus", "trailer", "construction_vehicle",
+                                 "pedestrian", "motorcycle", "bicycle", "traffic_cone", "barrier"}
+    desc = {s["name"]: s["description"] for s in tiny_nusc.scene}
+    assert desc[val[0]].endswith("every class in view")
+    assert not any(d.endswith("every class in view") for n, d in desc.items() if n != val[0])
+
+
 def test_split_lists_read_from_source_equal_the_imported_devkit():
     from nuscenes.utils import splits
 

@@ -242,3 +242,63 @@ def test_config_duration_and_density():
     assert np.all(np.isfinite(p))
     dense = build_scenario(WorldConfig(duration_s=8.0, actor_density=1.5), 11)
     assert len(dense.actors) > len(short.actors)
+
+
+def _classes_in_view(sc, fraction: float) -> set[str]:
+    """Detection classes with an actor present within ``fraction`` of its class's evaluation
+    range of the ego (rear axle) at some keyframe time (every 0.5 s), from the public API."""
+    from perception.data.synthetic.world import EVAL_RANGE_M
+
+    seen = set()
+    for t in np.arange(0.0, sc.duration_s, 0.5):
+        ego = sc.ego_state(float(t))[0][:2]
+        st = sc.actor_states(float(t))
+        dist = np.hypot(*(st.center[:, :2] - ego).T)
+        for a, d, p in zip(sc.actors, dist, st.present):
+            name = category_to_detection_name(a.category)
+            if name is not None and p and d < fraction * EVAL_RANGE_M[name]:
+                seen.add(name)
+    return seen
+
+
+def test_category_table_and_ranges_match_the_devkit():
+    from nuscenes.eval.common.config import config_factory
+
+    from perception.data.synthetic.actors import SIZE_STATS
+    from perception.data.synthetic.world import DETECTION_CATEGORIES, EVAL_RANGE_M
+
+    table = {cat: name for name, cats in DETECTION_CATEGORIES.items() for cat in cats}
+    for cat in SIZE_STATS:
+        assert table.get(cat) == category_to_detection_name(cat), cat
+    assert set(DETECTION_CATEGORIES) == set(EVAL_RANGE_M)
+    assert EVAL_RANGE_M == config_factory("detection_cvpr_2019").class_range
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cover_classes_puts_every_class_in_view_and_keeps_the_draw(seed):
+    plain = scenario(seed)
+    cov = build_scenario(WorldConfig(cover_classes=True), seed)
+    everything = {"car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian",
+                  "motorcycle", "bicycle", "traffic_cone", "barrier"}
+    # Within 70 % of each class's range of the ego at some keyframe (the builder aims for 60 % at
+    # some 0.1 s knot, measured from the ego's box centre; 70 % from the rear axle at 0.5 s steps
+    # leaves room for both differences).
+    assert _classes_in_view(cov, 0.7) == everything
+    # The added groups come after the plain draw, which is unchanged actor for actor, trajectory
+    # for trajectory and part for part; they are all static detection-class objects.
+    n = len(plain.actors)
+    added = cov.actors[n:]
+    assert cov.actors[:n] == plain.actors and added
+    assert everything - _classes_in_view(plain, 0.7) <= {category_to_detection_name(a.category)
+                                                         for a in added}
+    for t in (0.0, 7.9, 19.95):
+        sp, sc = plain.actor_states(t), cov.actor_states(t)
+        assert np.array_equal(sc.center[:n], sp.center) and np.array_equal(sc.present[:n], sp.present)
+        assert np.all(sc.velocity[n:] == 0) and sc.present[n:].all()
+        assert np.array_equal(cov.ego_state(t)[0], plain.ego_state(t)[0])
+        pp, pc = plain.snapshot(t, 0).parts, cov.snapshot(t, 0).parts
+        mine = (pc.instance < n)
+        for name in ("center", "size", "yaw", "material", "color", "instance"):
+            assert np.array_equal(getattr(pc, name)[mine], getattr(pp, name)), name
+    assert all(category_to_detection_name(a.category) is not None for a in added)
+    assert cov.description == plain.description + ", every class in view"
