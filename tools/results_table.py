@@ -19,7 +19,8 @@ ROWS = (  # (run folder, model, sensors at test time)
     ("fusion_no_camera", "fusion", "lidar, radar (cameras missing)"),
 )
 ERRORS = ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err")
-CLASSES = ("car", "pedestrian", "traffic_cone", "truck", "barrier")
+CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle",
+           "bicycle", "traffic_cone", "barrier")   # the devkit order
 
 
 def load(folder: Path) -> dict[str, dict]:

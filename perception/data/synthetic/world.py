@@ -694,7 +694,8 @@ class _Builder:
                         bxy = xy + u * ((j - (nb - 1) / 2) * pitch)
                         bsz = (min(bs[0], rack_size[1] - 0.15), bs[1], bs[2])
                         bike = self.place_static("vehicle.bicycle", bsz, bxy, hh + np.pi / 2,
-                                                 ATTR["cycle.without_rider"], pad=0.0, skip=rack_occ)
+                                                 ATTR["cycle.without_rider"], pad=0.0,
+                                                 skip=rack_occ)
                         if bike is not None:
                             self.in_racks.add(id(bike))
                     self.features.append("bicycle rack")
@@ -800,15 +801,16 @@ class _Builder:
         rng = self.rng
         cat = DETECTION_CATEGORIES[name][0]
         reach = 0.5 * EVAL_RANGE_M[name]
-        place = (lambda *a, **k: int(self.place_static(*a, **k) is not None))  # noqa: E731
-        park = (lambda r, sd: r.park[0 if sd > 0 else 1])                                 # noqa: E731
+        place = (lambda *a, **k: int(self.place_static(*a, **k) is not None))   # noqa: E731
+        park = (lambda r, sd: r.park[0 if sd > 0 else 1])                       # noqa: E731
         placed = 0
         if name in ("car", "truck", "bus", "trailer", "construction_vehicle"):
             size = sample_size(rng, cat)
 
             def kerb(r, sd):
-                if park(r, sd) > 0 and not on_verge:
-                    return r.half_width(sd) - 0.25 - size[1] / 2 + max(0.0, size[1] - park(r, sd)) * 0.8
+                if park(r, sd) > 0 and not on_verge:   # against the kerb, as _parked does
+                    overhang = max(0.0, size[1] - park(r, sd)) * 0.8
+                    return r.half_width(sd) - 0.25 - size[1] / 2 + overhang
                 return r.half_width(sd) + size[1] / 2 + 0.3
 
             for r, s, d, side, h in self._cover_spot(kerb, reach):
@@ -821,12 +823,13 @@ class _Builder:
                 for j in range(int(rng.integers(2, 4))):
                     size = sample_size(rng, cat)
                     xy = r.frame(s + j * (size[1] + 0.35), d)[0]
-                    placed += place(cat, size, xy, h + side * np.pi / 2, ATTR["cycle.without_rider"],
-                                    pad=0.05)
+                    placed += place(cat, size, xy, h + side * np.pi / 2,
+                                    ATTR["cycle.without_rider"], pad=0.05)
         elif name == "pedestrian":
-            for r, s, d, side, h in self._cover_spot(
-                    lambda r, sd: r.half_width(sd) + r.verge + r.walk * float(rng.uniform(0.55, 0.9)),
-                    reach):
+            def walkway(r, sd):
+                return r.half_width(sd) + r.verge + r.walk * float(rng.uniform(0.55, 0.9))
+
+            for r, s, d, side, h in self._cover_spot(walkway, reach):
                 facing = h + float(rng.uniform(-np.pi, np.pi))
                 for j in range(int(rng.integers(2, 5))):
                     size = sample_size(rng, cat)

@@ -293,7 +293,8 @@ def test_cover_classes_puts_every_class_in_view_and_keeps_the_draw(seed):
                                                          for a in added}
     for t in (0.0, 7.9, 19.95):
         sp, sc = plain.actor_states(t), cov.actor_states(t)
-        assert np.array_equal(sc.center[:n], sp.center) and np.array_equal(sc.present[:n], sp.present)
+        assert np.array_equal(sc.center[:n], sp.center)
+        assert np.array_equal(sc.present[:n], sp.present)
         assert np.all(sc.velocity[n:] == 0) and sc.present[n:].all()
         assert np.array_equal(cov.ego_state(t)[0], plain.ego_state(t)[0])
         pp, pc = plain.snapshot(t, 0).parts, cov.snapshot(t, 0).parts
