@@ -1,14 +1,15 @@
 """The temporal step (``model.temporal_velocity``, ``model.temporal_score``) on a results file.
 
     python tools/temporal_results.py RESULTS_JSON --dataroot D --version V --split S --out DIR \\
-        [--min-score 0.3] [--disagree 1.0] [--no-velocity] [--score-weight W]
+        [--min-score 0.3] [--disagree 1.0] [--no-velocity] [--still] [--score-weight W]
         [--metrics fast|devkit|check|none]
 
 The same step ``perception eval`` runs when ``model.temporal_velocity`` is on
-(``perception.models.temporal``: ``velocity_from_previous``, then with ``--score-weight``
-``score_from_previous``), here on a submission's boxes, which
-are already in the global frame: per scene, keyframe after keyframe, each detection is matched
-to the previous keyframe's. It writes DIR/results_nusc.json and, unless ``--metrics none``,
+(``perception.models.temporal``: ``velocity_from_previous``, with ``--still``
+(``model.temporal_still``) ``still_from_previous``, then with ``--score-weight``
+``score_from_previous``), here on a submission's boxes, which are already in the global
+frame: per scene, keyframe after keyframe, each detection is matched to the previous
+keyframe's. It writes DIR/results_nusc.json and, unless ``--metrics none``,
 DIR/metrics_summary.json with the metrics printed. Uses: adding the step to results from another
 detector, or trying its parameters without running the network again (docs/results.md,
 "Velocity from the previous keyframe", chose ``--min-score`` so).
@@ -27,13 +28,15 @@ MOVING_ATTRIBUTE = {"vehicle.": "vehicle.moving", "cycle.": "cycle.with_rider",
 
 
 def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: float = 1.0,
-          velocity: bool = True, score_weight: float = 0.0) -> int:
+          velocity: bool = True, still: bool = False, score_weight: float = 0.0) -> int:
     """Update ``results["results"]`` in place, scene by scene in time order; returns how many
     boxes changed velocity plus how many changed score. Samples of the split missing from the
     file raise ``KeyError`` naming them."""
     from nuscenes.utils.splits import create_splits_scenes
 
-    from perception.models.temporal import score_from_previous, velocity_from_previous
+    from perception.models.temporal import (
+        STILL_ATTRIBUTE, score_from_previous, still_from_previous, velocity_from_previous,
+    )
     from perception.structures.boxes import Boxes3D
     from perception.structures.labels import DETECTION_CLASSES, attribute_prefix
 
@@ -58,6 +61,8 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: 
             labels = torch.tensor([DETECTION_CLASSES.index(r["detection_name"]) for r in rows],
                                   dtype=torch.int64)
             scores = torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64)
+            moving = torch.zeros(len(rows), dtype=torch.bool)
+            boxes0 = boxes
             if velocity and prev is not None and len(rows):
                 new, moving = velocity_from_previous(
                     boxes, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
@@ -72,6 +77,18 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: 
                             rows[i]["attribute_name"] = MOVING_ATTRIBUTE[prefix]
                     changed += int(moving.sum())
                     boxes = new
+            if still and prev is not None and len(rows):
+                stood = still_from_previous(
+                    boxes0, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
+                    DETECTION_CLASSES, min_score=min_score, disagree=disagree) & ~moving
+                boxes = boxes.clone()
+                for i in torch.nonzero(stood).squeeze(1).tolist():
+                    rows[i]["velocity"] = [0.0, 0.0]
+                    boxes[i, 7:9] = 0.0
+                    prefix = attribute_prefix(rows[i]["detection_name"])
+                    if prefix is not None and rows[i]["attribute_name"] == MOVING_ATTRIBUTE[prefix]:
+                        rows[i]["attribute_name"] = STILL_ATTRIBUTE[prefix]
+                changed += int(stood.sum())
             if score_weight > 0 and prev is not None and len(rows):
                 new_scores = score_from_previous(
                     boxes, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
@@ -94,6 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-score", type=float, default=0.3)
     p.add_argument("--disagree", type=float, default=1.0)
     p.add_argument("--no-velocity", action="store_true", help="leave velocities as they are")
+    p.add_argument("--still", action="store_true",
+                   help="zero the speed the network gives what stood still (model.temporal_still)")
     p.add_argument("--score-weight", type=float, default=0.0,
                    help="raise the scores of detections seen in the previous keyframe (0: off)")
     p.add_argument("--metrics", default="fast", choices=("fast", "devkit", "check", "none"))
@@ -108,7 +127,8 @@ def main(argv=None) -> int:
     nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
     try:
         n = apply(results, nusc, args.split, min_score=args.min_score, disagree=args.disagree,
-                  velocity=not args.no_velocity, score_weight=args.score_weight)
+                  velocity=not args.no_velocity, still=args.still,
+                  score_weight=args.score_weight)
     except (KeyError, ValueError) as e:
         print(f"temporal_results: {args.results}: {e}", file=sys.stderr)
         return 2

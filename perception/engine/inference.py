@@ -318,10 +318,11 @@ def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out
                                num_workers=num_workers, nusc=nusc)
     on_frame = None if bev_dir is None else bev_picture_writer(bev_dir, bev_min_score)
     temporal = None
-    if cfg.model.temporal_velocity or cfg.model.temporal_score > 0:
+    if cfg.model.temporal_velocity or cfg.model.temporal_still or cfg.model.temporal_score > 0:
         from perception.models.temporal import TemporalStep
 
         temporal = TemporalStep(cfg.model.classes, velocity=cfg.model.temporal_velocity,
+                                still=cfg.model.temporal_still,
                                 score_weight=cfg.model.temporal_score)
     items = run_inference(model, loader, device=device, modalities=mods, progress=progress,
                           on_frame=on_frame, temporal=temporal)

@@ -18,7 +18,7 @@ FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_
 # effect on the loss): a resumed run may change them, and a checkpoint trained with other values
 # is still the model its config describes.
 INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity", "temporal_velocity",
-                                   "temporal_score")
+                                   "temporal_still", "temporal_score")
 
 
 def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:
@@ -303,6 +303,11 @@ class ModelConfig:
     front/back, a pedestrian's heading) where it clearly moves and the network or radar said
     otherwise (``perception.models.temporal``). Uses past frames only; no weights.
 
+    ``temporal_still``: over a sequence, a detection of a moving class that stood still since
+    the previous keyframe (displacement below half its class's ``MIN_SPEED``) while the network
+    gives it a speed (more than 1 m/s off) gets velocity 0 and, where its attribute is the
+    moving one, its family's still attribute (``perception.models.temporal.still_from_previous``).
+
     ``temporal_score``: in [0, 1], 0 off. Over a sequence, a detection found again within 1 m of
     where a previous keyframe's detection of its class was gets the score
     ``1 - (1 - s) (1 - temporal_score * s_prev)`` (``perception.models.temporal``).
@@ -318,6 +323,7 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     test_flips: tuple[str, ...] = ()
     temporal_velocity: bool = False
+    temporal_still: bool = False
     temporal_score: float = 0.0
 
     def __post_init__(self):
