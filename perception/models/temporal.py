@@ -21,6 +21,11 @@ rules allow):
 - Heading: a vehicle or cycle moving against its predicted heading is turned round (they
   drive forwards); a moving pedestrian faces where it walks. The attribute becomes the moving
   one of its class.
+- Still (``still_from_previous``, ``model.temporal_still``), the converse: where the
+  displacement is below half the class's ``min_speed`` and the detection's own velocity differs
+  from it by more than ``disagree`` m/s, the network saw motion where there was none (a parked
+  bus taken for traffic): the velocity becomes 0 and a moving attribute its family's
+  ``STILL_ATTRIBUTE``.
 
 A second, optional use of the same pairing (``score_from_previous``, ``model.temporal_score``):
 an object is there in consecutive keyframes, a false positive mostly is not. A detection found
