@@ -154,6 +154,36 @@ def test_temporal_results_on_the_real_scene(tmp_path, capsys):
     raised = [r["detection_score"] for r in out[second] if r["detection_score"] != 0.9]
     assert len(raised) >= 10 and all(x == pytest.approx(1 - 0.1 * (1 - 0.5 * 0.9)) for x in raised)
     assert all(r["velocity"] == [0.0, 0.0] for rows in out.values() for r in rows)
+    # The still step alone: the standing cars, trucks and buses, given 2 m/s and "moving", get
+    # 0 and "vehicle.parked" back (those paired with the previous keyframe); the moving ones
+    # keep their annotated velocity.
+    still_in = {}
+    for token in gt.sample_tokens:
+        still_in[token] = []
+        for box in gt[token]:
+            row = {"sample_token": token, "translation": list(box.translation),
+                   "size": list(box.size), "rotation": list(box.rotation),
+                   "velocity": [float(v) for v in np.nan_to_num(box.velocity)],
+                   "detection_name": box.detection_name, "detection_score": 0.9,
+                   "attribute_name": box.attribute_name}
+            if box.detection_name in ("car", "truck", "bus") and np.hypot(*row["velocity"]) < 0.2:
+                row["velocity"], row["attribute_name"] = [2.0, 0.0], "vehicle.moving"
+            still_in[token].append(row)
+    path.write_text(json.dumps({"meta": {}, "results": still_in}))
+    assert tool.main([str(path), "--out", str(tmp_path / "o4"), "--no-velocity", "--still",
+                      *common]) == 0
+    out = json.loads((tmp_path / "o4" / "results_nusc.json").read_text())["results"]
+    faked = stilled = 0
+    for token in gt.sample_tokens[1:]:
+        for before, after in zip(still_in[token], out[token]):
+            if before["velocity"] == [2.0, 0.0]:
+                faked += 1
+                if after["velocity"] == [0.0, 0.0]:
+                    stilled += 1
+                    assert after["attribute_name"] == "vehicle.parked"
+            else:
+                assert after == before
+    assert faked > 100 and stilled >= 0.9 * faked
     del results[gt.sample_tokens[3]]
     path.write_text(json.dumps({"meta": {}, "results": results}))
     assert tool.main([str(path), "--out", str(tmp_path / "o2"), *common]) == 2
