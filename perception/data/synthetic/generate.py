@@ -137,11 +137,11 @@ def scene_names(config: SynthConfig) -> list[str]:
     return sorted(train[:n_train] + val[:n_val])
 
 
-def _job(config: SynthConfig, out_dir: str, name: str):
+def _job(config: SynthConfig, out_dir: str, name: str, val_scene: bool):
+    """The SceneJob of scene ``name`` (``val_scene``: it belongs to the version's val split)."""
     from .writer import SceneJob
 
-    cover = (config.cover_classes == "all"
-             or (config.cover_classes == "val" and name in _split_lists(config.version)[1]))
+    cover = config.cover_classes == "all" or (config.cover_classes == "val" and val_scene)
     return SceneJob(dataroot=out_dir, scene_name=name, seed=config.seed,
                     duration_s=config.duration_s, image_width=config.image_width,
                     image_height=config.image_height, actor_density=config.actor_density,
@@ -199,7 +199,8 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(),
     _clear_previous_output(out_dir, config.version)
     os.makedirs(out_dir, exist_ok=True)
     names = scene_names(config)
-    jobs = [_job(config, out_dir, n) for n in names]
+    val = set(_split_lists(config.version)[1])
+    jobs = [_job(config, out_dir, n, n in val) for n in names]
     log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
     log(f"[synthetic] {config.version}: {len(jobs)} scenes x {config.duration_s:g} s, "
         f"{config.workers} worker(s) -> {out_dir}")

@@ -80,7 +80,7 @@ def test_cover_classes_picks_the_val_scenes():
         for mode in ("val", "all", "none"):
             config = SynthConfig(version=version, scenes=10, cover_classes=mode)
             names = scene_names(config)
-            jobs = {n: _job(config, "/tmp/x", n).cover_classes for n in names}
+            jobs = {n: _job(config, "/tmp/x", n, n in val).cover_classes for n in names}
             want = {n: mode == "all" or (mode == "val" and n in val) for n in names}
             assert jobs == want, (version, mode)
             assert any(want.values()) == (mode != "none")
