@@ -4,13 +4,12 @@
         [--min-score 0.3] [--disagree 1.0] [--no-velocity] [--still] [--score-weight W]
         [--metrics fast|devkit|check|none]
 
-The same step ``perception eval`` runs when ``model.temporal_velocity`` is on
-(``perception.models.temporal``: ``velocity_from_previous``, with ``--still``
-(``model.temporal_still``) ``still_from_previous``, then with ``--score-weight``
-``score_from_previous``), here on a submission's boxes, which are already in the global
-frame: per scene, keyframe after keyframe, each detection is matched to the previous
-keyframe's. It writes DIR/results_nusc.json and, unless ``--metrics none``,
-DIR/metrics_summary.json with the metrics printed. Uses: adding the step to results from another
+The step ``perception eval`` runs (``perception.models.temporal.TemporalStep``: the velocity
+rule, with ``--still`` the still rule (``model.temporal_still``), with ``--score-weight`` the
+score step), here on a submission's boxes, which are already in the global frame: per scene,
+keyframe after keyframe, each detection is matched to the previous keyframe's. It writes
+DIR/results_nusc.json and, unless ``--metrics none``, DIR/metrics_summary.json with the metrics
+printed. Uses: adding the step to results from another
 detector, or trying its parameters without running the network again (docs/results.md,
 "Velocity from the previous keyframe", chose ``--min-score`` so).
 """
@@ -23,29 +22,30 @@ from pathlib import Path
 
 import torch
 
-MOVING_ATTRIBUTE = {"vehicle.": "vehicle.moving", "cycle.": "cycle.with_rider",
-                    "pedestrian.": "pedestrian.moving"}
-
-
 def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: float = 1.0,
           velocity: bool = True, still: bool = False, score_weight: float = 0.0) -> int:
-    """Update ``results["results"]`` in place, scene by scene in time order; returns how many
-    boxes changed velocity plus how many changed score. Samples of the split missing from the
-    file raise ``KeyError`` naming them."""
+    """Update ``results["results"]`` in place, scene by scene in time order, with the
+    ``TemporalStep`` that ``perception eval`` runs (the boxes are already global, so the ego
+    frame it works in is the global frame); returns how many boxes changed velocity or heading
+    plus how many changed score. Samples of the split missing from the file raise ``KeyError``
+    naming them."""
     from nuscenes.utils.splits import create_splits_scenes
 
-    from perception.models.temporal import (
-        STILL_ATTRIBUTE, score_from_previous, still_from_previous, velocity_from_previous,
-    )
+    from perception.evaluation.results import ATTRIBUTE_INDEX
+    from perception.models.temporal import TemporalStep
     from perception.structures.boxes import Boxes3D
-    from perception.structures.labels import DETECTION_CLASSES, attribute_prefix
+    from perception.structures.instances import Detections
+    from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
 
+    step = TemporalStep(DETECTION_CLASSES, velocity=velocity, still=still,
+                        score_weight=score_weight, min_score=min_score, disagree=disagree)
+    identity = torch.eye(4, dtype=torch.float64)
     wanted = set(create_splits_scenes()[split])
     changed = 0
     for scene in nusc.scene:
         if scene["name"] not in wanted:
             continue
-        prev, token = None, scene["first_sample_token"]
+        token = scene["first_sample_token"]
         while token:
             sample = nusc.get("sample", token)
             if token not in results["results"]:
@@ -57,46 +57,27 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: 
             boxes = Boxes3D.from_nuscenes(
                 [r["translation"] for r in rows], [r["size"] for r in rows],
                 [r["rotation"] for r in rows], [r["velocity"] for r in rows],
-                dtype=torch.float64).tensor
-            labels = torch.tensor([DETECTION_CLASSES.index(r["detection_name"]) for r in rows],
-                                  dtype=torch.int64)
-            scores = torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64)
-            moving = torch.zeros(len(rows), dtype=torch.bool)
-            boxes0 = boxes
-            if velocity and prev is not None and len(rows):
-                new, moving = velocity_from_previous(
-                    boxes, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
-                    DETECTION_CLASSES, min_score=min_score, disagree=disagree)
-                if bool(moving.any()):
-                    _, _, quat, vel = Boxes3D(new).to_nuscenes()
-                    for i in torch.nonzero(moving).squeeze(1).tolist():
-                        rows[i]["velocity"] = [float(v) for v in vel[i]]
-                        rows[i]["rotation"] = [float(v) for v in quat[i]]
-                        prefix = attribute_prefix(rows[i]["detection_name"])
-                        if prefix is not None:
-                            rows[i]["attribute_name"] = MOVING_ATTRIBUTE[prefix]
-                    changed += int(moving.sum())
-                    boxes = new
-            if still and prev is not None and len(rows):
-                stood = still_from_previous(
-                    boxes0, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
-                    DETECTION_CLASSES, min_score=min_score, disagree=disagree) & ~moving
-                boxes = boxes.clone()
-                for i in torch.nonzero(stood).squeeze(1).tolist():
-                    rows[i]["velocity"] = [0.0, 0.0]
-                    boxes[i, 7:9] = 0.0
-                    prefix = attribute_prefix(rows[i]["detection_name"])
-                    if prefix is not None and rows[i]["attribute_name"] == MOVING_ATTRIBUTE[prefix]:
-                        rows[i]["attribute_name"] = STILL_ATTRIBUTE[prefix]
-                changed += int(stood.sum())
-            if score_weight > 0 and prev is not None and len(rows):
-                new_scores = score_from_previous(
-                    boxes, labels, scores, *prev[1:], (sample["timestamp"] - prev[0]) / 1e6,
-                    weight=score_weight)
-                for i in torch.nonzero(new_scores != scores).squeeze(1).tolist():
-                    rows[i]["detection_score"] = float(new_scores[i])
-                changed += int((new_scores != scores).sum())
-            prev = (sample["timestamp"], boxes, labels, scores)
+                dtype=torch.float64)
+            dets = Detections(
+                boxes, torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64),
+                torch.tensor([DETECTION_CLASSES.index(r["detection_name"]) for r in rows],
+                             dtype=torch.int64),
+                torch.tensor([ATTRIBUTE_INDEX[r["attribute_name"]] for r in rows],
+                             dtype=torch.int64))
+            out = step(scene["token"], sample["timestamp"], identity, dets)
+            a, b = boxes.tensor, out.boxes.tensor
+            moved = ~((a == b) | (torch.isnan(a) & torch.isnan(b))).all(1)
+            if bool(moved.any()):
+                _, _, quat, vel = out.boxes.to_nuscenes()
+                for i in torch.nonzero(moved).squeeze(1).tolist():
+                    rows[i]["velocity"] = [float(v) for v in vel[i]]
+                    rows[i]["rotation"] = [float(v) for v in quat[i]]
+                    k = int(out.attributes[i])
+                    rows[i]["attribute_name"] = ATTRIBUTE_NAMES[k] if k >= 0 else ""
+            rescored = out.scores != dets.scores
+            for i in torch.nonzero(rescored).squeeze(1).tolist():
+                rows[i]["detection_score"] = float(out.scores[i])
+            changed += int(moved.sum()) + int(rescored.sum())
             token = sample["next"]
     return changed
 

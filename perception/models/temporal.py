@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -85,11 +85,24 @@ def _nearest_pairs(dist: Tensor) -> tuple[Tensor, Tensor]:
     return idx[:, 0], idx[:, 1]
 
 
-def _pairs(boxes, labels, scores, prev_boxes, prev_labels, prev_scores, dt, classes, min_score,
-           max_speed, min_speed):
-    """The pairing both rules share: this frame's paired rows ``r``, their displacement
-    velocity ``v`` and own velocity ``own`` ((P, 2), float64), labels ``lab``, and the (C,)
-    per-class ``min_speed`` (inf for classes without one)."""
+class Pairs(NamedTuple):
+    """This frame's detections paired with the previous keyframe's (``pair_with_previous``)."""
+
+    rows: Tensor       # (P,) int64: the paired detections of this frame
+    velocity: Tensor   # (P, 2) float64: their displacement over dt, m/s
+    own: Tensor        # (P, 2) float64: their own velocity (0 where NaN)
+    labels: Tensor     # (P,) int64
+    floor: Tensor      # (C,) float64: each class's min_speed, inf for classes without one
+
+
+def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
+                       prev_labels: Tensor, prev_scores: Tensor, dt: float,
+                       classes: Sequence[str], *, min_score: float = 0.3,
+                       max_speed: dict | None = None, min_speed: dict | None = None) -> Pairs:
+    """The pairing the moving and the still rule share (arguments as ``velocity_from_previous``):
+    each detection scoring at least ``min_score`` with one of its class in the previous
+    keyframe, nearest pairs first, within ``max_speed * dt`` of where its own velocity puts it
+    ``dt`` earlier. Compute it once and pass it to both rules."""
     if dt <= 0:
         raise ValueError(f"dt must be > 0, got {dt}")
     max_speed = MAX_SPEED if max_speed is None else max_speed
@@ -100,7 +113,7 @@ def _pairs(boxes, labels, scores, prev_boxes, prev_labels, prev_scores, dt, clas
     if len(boxes) == 0 or len(prev_boxes) == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         none2 = torch.zeros(0, 2, dtype=torch.float64, device=dev)
-        return empty, none2, none2, empty, floor
+        return Pairs(empty, none2, none2, empty, floor)
     gate = torch.tensor([max_speed.get(c, 0.0) * dt for c in classes], device=dev,
                         dtype=torch.float64)
     b, p = boxes.double(), prev_boxes.to(dev).double()   # global: ~1e3 m
@@ -113,14 +126,15 @@ def _pairs(boxes, labels, scores, prev_boxes, prev_labels, prev_scores, dt, clas
           & (dist <= gate[labels.to(dev)][:, None]))
     r, c = _nearest_pairs(torch.where(ok, dist, torch.full_like(dist, math.inf)))
     v = (b[r, :2] - p[c, :2]) / dt
-    return r, v, torch.nan_to_num(b[r, 7:9]), labels.to(dev)[r], floor
+    return Pairs(r, v, torch.nan_to_num(b[r, 7:9]), labels.to(dev)[r], floor)
 
 
 def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
                            prev_labels: Tensor, prev_scores: Tensor, dt: float,
                            classes: Sequence[str], *, min_score: float = 0.3,
                            disagree: float = 1.0, max_speed: dict | None = None,
-                           min_speed: dict | None = None) -> tuple[Tensor, Tensor]:
+                           min_speed: dict | None = None,
+                           pairs: Pairs | None = None) -> tuple[Tensor, Tensor]:
     """New boxes (velocity, heading) for one frame from the previous keyframe's, global frame.
 
     Args:
@@ -133,14 +147,18 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
         disagree: m/s; the estimate replaces a velocity that differs from it by more than this.
         max_speed, min_speed: per class m/s (defaults ``MAX_SPEED``, ``MIN_SPEED``); classes
             absent from ``max_speed`` (barriers, cones) are left alone.
+        pairs: ``pair_with_previous`` of these arguments, when the caller has it already.
     Returns:
         ``(boxes, moving)``: the boxes with velocities and headings updated, and an (N,) bool
         mask of the ones this step found moving and changed.
     """
     out = boxes.clone()
     moving = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
-    r, v, own, lab, floor = _pairs(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
-                                   dt, classes, min_score, max_speed, min_speed)
+    if pairs is None:
+        pairs = pair_with_previous(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
+                                   dt, classes, min_score=min_score, max_speed=max_speed,
+                                   min_speed=min_speed)
+    r, v, own, lab, floor = pairs
     if len(r) == 0:
         return out, moving
     b = boxes.double()
@@ -167,21 +185,24 @@ def still_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxe
                         prev_labels: Tensor, prev_scores: Tensor, dt: float,
                         classes: Sequence[str], *, min_score: float = 0.3,
                         disagree: float = 1.0, still_fraction: float = 0.5,
-                        max_speed: dict | None = None,
-                        min_speed: dict | None = None) -> Tensor:
+                        max_speed: dict | None = None, min_speed: dict | None = None,
+                        pairs: Pairs | None = None) -> Tensor:
     """(N,) bool: the detections that stood still since the previous keyframe although the
     network gives them a speed, global frame.
 
-    Paired as in ``velocity_from_previous``; still where the displacement over ``dt`` is
-    slower than ``still_fraction`` of the class's ``min_speed`` (within the jitter of two centre
-    estimates of a standing object) and the detection's own velocity differs from it by more
-    than ``disagree`` m/s. The counterpart of the moving rule: there the displacement corrects
-    a network that missed a motion, here one that sees motion where there was none (a parked
-    bus or construction vehicle the network takes for traffic).
+    Paired as in ``velocity_from_previous`` (``pairs``: the same pairing, if at hand); still where
+    the displacement over ``dt`` is slower than ``still_fraction`` of the class's ``min_speed``
+    (within the jitter of two centre estimates of a standing object) and the detection's own
+    velocity differs from it by more than ``disagree`` m/s. The counterpart of the moving rule:
+    there the displacement corrects a network that missed a motion, here one that sees motion
+    where there was none (a parked bus or construction vehicle the network takes for traffic).
     """
     still = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
-    r, v, own, lab, floor = _pairs(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
-                                   dt, classes, min_score, max_speed, min_speed)
+    if pairs is None:
+        pairs = pair_with_previous(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
+                                   dt, classes, min_score=min_score, max_speed=max_speed,
+                                   min_speed=min_speed)
+    r, v, own, lab, floor = pairs
     if len(r):
         still[r[(v.norm(dim=1) < still_fraction * floor[lab])
                 & ((v - own).norm(dim=1) > disagree)]] = True
@@ -252,14 +273,17 @@ class TemporalStep:
         glob = dets.boxes.to("cpu").to(torch.float64).transform(T).tensor
         labels, scores = dets.labels.cpu(), dets.scores.cpu()
         prev = self._last.get(scene)
-        out, glob0 = dets, glob
-        moving = torch.zeros(len(glob), dtype=torch.bool)
-        use = prev is not None and 0 < (timestamp - prev[0]) / 1e6 <= self.max_dt
+        out = dets
+        dt = (timestamp - prev[0]) / 1e6 if prev is not None else 0.0
+        use = prev is not None and 0 < dt <= self.max_dt
+        if use and (self.velocity or self.still):
+            rule_args = (glob, labels, scores, *prev[1:4], dt, self.classes)
+            # One pairing, by the network's velocities, for both rules (which then never touch
+            # the same box: moving is at least the class's floor, still below half of it).
+            pairs = pair_with_previous(*rule_args, min_score=self.min_score,
+                                       max_speed=self.max_speed, min_speed=self.min_speed)
         if use and self.velocity:
-            new, moving = velocity_from_previous(
-                glob, labels, scores, prev[1], prev[2], prev[3], (timestamp - prev[0]) / 1e6,
-                self.classes, min_score=self.min_score, disagree=self.disagree,
-                max_speed=self.max_speed, min_speed=self.min_speed)
+            new, moving = velocity_from_previous(*rule_args, disagree=self.disagree, pairs=pairs)
             if bool(moving.any()):
                 ego = Boxes3D(new).transform(torch.linalg.inv(T)).tensor
                 boxes = out.boxes.tensor.clone()
@@ -274,12 +298,8 @@ class TemporalStep:
                             attrs[i] = _MOVING[prefix]
                 out = replace(out, boxes=Boxes3D(boxes), attributes=attrs)
                 glob = new
-        if use and self.still:       # paired by the network's velocities, like the moving rule
-            still = still_from_previous(
-                glob0, labels, scores, prev[1], prev[2], prev[3], (timestamp - prev[0]) / 1e6,
-                self.classes, min_score=self.min_score, disagree=self.disagree,
-                max_speed=self.max_speed, min_speed=self.min_speed)
-            still &= ~moving
+        if use and self.still:
+            still = still_from_previous(*rule_args, disagree=self.disagree, pairs=pairs)
             if bool(still.any()):
                 idx = torch.nonzero(still).squeeze(1)
                 boxes = out.boxes.tensor.clone()
@@ -295,8 +315,7 @@ class TemporalStep:
                 glob = glob.clone()
                 glob[idx, 7:9] = 0.0
         if use and self.score_weight > 0:
-            new_scores = score_from_previous(glob, labels, scores, prev[1], prev[2], prev[3],
-                                             (timestamp - prev[0]) / 1e6,
+            new_scores = score_from_previous(glob, labels, scores, prev[1], prev[2], prev[3], dt,
                                              weight=self.score_weight, gate=self.score_gate)
             out = replace(out, scores=new_scores.to(out.scores.device, out.scores.dtype))
         if prev is None or timestamp >= prev[0]:
@@ -304,5 +323,6 @@ class TemporalStep:
         return out
 
 
-__all__ = ["MAX_SPEED", "MIN_SPEED", "STILL_ATTRIBUTE", "TemporalStep", "score_from_previous",
-           "still_from_previous", "velocity_from_previous"]
+__all__ = ["MAX_SPEED", "MIN_SPEED", "STILL_ATTRIBUTE", "Pairs", "TemporalStep",
+           "pair_with_previous", "score_from_previous", "still_from_previous",
+           "velocity_from_previous"]

@@ -11,7 +11,8 @@ from real_scene import DATAROOT, VERSION, needs_scene
 from perception.data.nuscenes import NuScenesDataset
 from perception.models.config import ModelConfig
 from perception.models.temporal import (
-    MIN_SPEED, TemporalStep, score_from_previous, still_from_previous, velocity_from_previous,
+    MIN_SPEED, TemporalStep, pair_with_previous, score_from_previous, still_from_previous,
+    velocity_from_previous,
 )
 from perception.structures import Boxes3D
 from perception.structures.instances import Detections
@@ -98,6 +99,10 @@ def test_still_objects_are_the_paired_ones_the_network_moves_and_the_displacemen
     still = still_from_previous(*cur, *prev, 0.5, DETECTION_CLASSES)
     assert still.tolist() == [True, False, False, True, False, False]
     assert step(cur, prev)[1].tolist() == [False, False, True, False, False, False]
+    # The pairing computed once and handed to both rules gives the same answers.
+    pairs = pair_with_previous(*cur, *prev, 0.5, DETECTION_CLASSES)
+    assert torch.equal(still_from_previous(*cur, *prev, 0.5, DETECTION_CLASSES, pairs=pairs), still)
+    assert torch.equal(step(cur, prev, pairs=pairs)[0], step(cur, prev)[0])
     # Below min_score on either side: no pair, nothing still.
     weak = (cur[0], cur[1], torch.full((6,), 0.2))
     assert not still_from_previous(*weak, *prev, 0.5, DETECTION_CLASSES).any()
