@@ -37,6 +37,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", choices=["v1.0-mini", "v1.0-trainval"])
     p.add_argument("--seed", type=int)
     p.add_argument("--scenes", type=int, help="number of scenes (default: all 10 for v1.0-mini)")
+    p.add_argument("--val-scenes", type=int,
+                   help="how many of the scenes are val scenes (default: the devkit split "
+                        "lists' ratio); --scenes 24 --val-scenes 24 makes a 960-sample val set")
     p.add_argument("--duration", type=float, help="seconds per scene (default 20)")
     p.add_argument("--image-size", type=_parse_size, help="camera image WIDTHxHEIGHT")
     p.add_argument("--workers", type=int, help="parallel processes (one scene each)")
@@ -53,7 +56,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     flag_values = {"version": args.version, "seed": args.seed, "scenes": args.scenes,
-                   "duration_s": args.duration}
+                   "val_scenes": args.val_scenes, "duration_s": args.duration}
     for key, value in flag_values.items():
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -84,7 +87,13 @@ def _same_synth_config(out: Path, wanted: dict) -> bool:
     # The number of worker processes does not change what is written; keys that are not
     # SynthConfig fields (e.g. the scene names the generator records) are derived from it.
     keys = [k for k in wanted if k != "workers"]
+    # Fields added later whose default writes what older datasets hold: absent = the default.
+    for key, default in _SYNTH_KEYS_ADDED_LATER.items():
+        saved.setdefault(key, default)
     return all(k in saved and saved[k] == wanted[k] for k in keys)
+
+
+_SYNTH_KEYS_ADDED_LATER = {"val_scenes": None}
 
 
 # ----------------------------------------------------------------------------------------------

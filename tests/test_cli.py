@@ -27,6 +27,12 @@ def test_synth_info_render_and_reuse(tmp_path, capsys):
     assert main(args + ["--reuse", "--workers", "2"]) == 0
     assert "reusing" in capsys.readouterr().out
     assert (out / "v1.0-mini" / "sample.json").stat().st_mtime_ns == stamp
+    # A dataset written before `val_scenes` existed (no such key) is the same dataset.
+    del saved["val_scenes"]
+    (out / "synthetic_config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(args + ["--reuse"]) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert (out / "v1.0-mini" / "sample.json").stat().st_mtime_ns == stamp
 
     assert main(["info", "--dataroot", str(out), "--version", "v1.0-mini",
                  "--json", str(tmp_path / "info.json")]) == 0

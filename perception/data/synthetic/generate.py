@@ -11,6 +11,10 @@ Rule for ``n`` scenes (both versions): ``n_val = max(1, round(n * v / (t + v)))`
 the sizes of the version's train and val lists (mini: 8 / 2, trainval: 700 / 150), but at least
 one train scene when n >= 2; then the first ``n - n_val`` names of the train list and the first
 ``n_val`` of the val list, in the devkit's order. So 'mini_val' / 'val' always has ground truth.
+``val_scenes`` sets ``n_val`` instead (0 train scenes when it equals ``n``): a large val set to
+rank models on (``perception synth --version v1.0-trainval --scenes 24 --val-scenes 24``: 960
+val samples; a 7-scene val set holds ~7 instances of each rare class, and one of them decides a
+class's AP).
 
 Every scene is a pure function of (seed, scene name, config), built in its own process
 (``workers``); parallel and serial runs give byte-identical output.
@@ -59,6 +63,8 @@ class SynthConfig:
     jpeg_quality:  1..100
     cover_classes: which scenes get every detection class in view: 'val' (the val split's
                    scenes), 'all' or 'none' (see the module docstring)
+    val_scenes:    how many of the ``scenes`` are val scenes, None = the split lists' ratio (see
+                   the module docstring); at most ``scenes`` and the version's val list
     """
 
     version: str = "v1.0-mini"
@@ -73,6 +79,7 @@ class SynthConfig:
     workers: int = 2
     jpeg_quality: int = 90
     cover_classes: str = "val"
+    val_scenes: int | None = None
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
@@ -81,6 +88,12 @@ class SynthConfig:
             raise ValueError("scenes must be >= 1")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("jpeg_quality must be in 1..100")
+        if self.val_scenes is not None:
+            if self.val_scenes < 1:
+                raise ValueError(f"val_scenes must be >= 1, got {self.val_scenes}")
+            if self.scenes is None or self.val_scenes > self.scenes:
+                raise ValueError(f"val_scenes ({self.val_scenes}) needs scenes >= val_scenes, "
+                                 f"got scenes={self.scenes}")
         if self.cover_classes not in COVER_CHOICES:
             raise ValueError(f"cover_classes must be one of {COVER_CHOICES}, "
                              f"got {self.cover_classes!r}")
@@ -127,10 +140,16 @@ def scene_names(config: SynthConfig) -> list[str]:
         n = len(train) + len(val) if config.version == "v1.0-mini" else DEFAULT_TRAINVAL_SCENES
     if n > len(train) + len(val):
         raise ValueError(f"{config.version} has only {len(train) + len(val)} train+val scenes")
-    n_val = max(1, int(round(n * len(val) / (len(train) + len(val)))))
-    if n >= 2:
-        n_val = min(n_val, n - 1)
-    n_val = min(n_val, len(val))
+    if config.val_scenes is not None:
+        n_val = config.val_scenes
+        if n_val > len(val):
+            raise ValueError(f"{config.version} has only {len(val)} val scenes, "
+                             f"val_scenes={n_val}")
+    else:
+        n_val = max(1, int(round(n * len(val) / (len(train) + len(val)))))
+        if n >= 2:
+            n_val = min(n_val, n - 1)
+        n_val = min(n_val, len(val))
     n_train = n - n_val
     if n_train > len(train):
         raise ValueError("not enough train scenes")

@@ -71,6 +71,26 @@ def test_scene_names_follow_devkit_splits():
         SynthConfig(version="v1.0-test")
 
 
+def test_val_scenes_sets_the_val_share():
+    from nuscenes.utils import splits
+
+    big_val = scene_names(SynthConfig(version="v1.0-trainval", scenes=24, val_scenes=24))
+    assert big_val == sorted(splits.val[:24])          # no train scene, the devkit's order
+    mixed = scene_names(SynthConfig(version="v1.0-trainval", scenes=10, val_scenes=3))
+    assert len(set(mixed) & set(splits.val)) == 3 and len(mixed) == 10
+    # The default rule's val scenes are the first of the same list: the same scenes at a seed.
+    default = scene_names(SynthConfig(version="v1.0-trainval", scenes=40))
+    assert set(default) & set(splits.val) <= set(big_val)
+    assert scene_names(SynthConfig(scenes=2, val_scenes=2)) == sorted(splits.mini_val)
+    for bad, match in (({"scenes": 3, "val_scenes": 4}, "scenes >= val_scenes"),
+                       ({"val_scenes": 2}, "scenes >= val_scenes"),
+                       ({"scenes": 3, "val_scenes": 0}, "val_scenes must be >= 1")):
+        with pytest.raises(ValueError, match=match):
+            SynthConfig(**bad)
+    with pytest.raises(ValueError, match="only 2 val scenes"):
+        scene_names(SynthConfig(scenes=3, val_scenes=3))
+
+
 def test_cover_classes_picks_the_val_scenes():
     from nuscenes.utils import splits
 
