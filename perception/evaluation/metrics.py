@@ -240,9 +240,11 @@ def _write_json(path: Path, obj) -> None:
         json.dump(obj, f, indent=2)
 
 
-def evaluate_fast(results, nusc, split: str, cfg: DetectionConfig,
-                  out_dir: str | Path | None = None, timings: dict | None = None) -> dict:
-    """The fast backend on a loaded NuScenes; ``timings`` (if given) receives seconds per stage."""
+def prepare_boxes(results, nusc, split: str, cfg: DetectionConfig, timings: dict | None = None
+                  ) -> tuple[BoxArrays, BoxArrays, dict]:
+    """Ground truth and predictions of ``split``, filtered as the devkit filters them (class
+    range, no points, bike racks): (gt, pred, the results file's meta). ``timings`` (if given)
+    receives seconds per stage."""
     t = {}
     t0 = time.perf_counter()
     data = read_results(results)
@@ -278,9 +280,18 @@ def evaluate_fast(results, nusc, split: str, cfg: DetectionConfig,
     pred_racks = {int(j): racks[int(perm[j])] for j in range(len(perm)) if int(perm[j]) in racks}
     pred = filter_boxes(nusc, pred, cfg.class_range, ego[perm] if len(perm) else ego, pred_racks)
     t["filter_s"] = time.perf_counter() - t0
+    if timings is not None:
+        timings.update(t)
+    return gt, pred, data["meta"]
 
+
+def evaluate_fast(results, nusc, split: str, cfg: DetectionConfig,
+                  out_dir: str | Path | None = None, timings: dict | None = None) -> dict:
+    """The fast backend on a loaded NuScenes; ``timings`` (if given) receives seconds per stage."""
+    t = {}
+    gt, pred, meta = prepare_boxes(results, nusc, split, cfg, t)
     t0 = time.perf_counter()
-    summary, md = compute_metrics(gt, pred, cfg, meta=data["meta"])
+    summary, md = compute_metrics(gt, pred, cfg, meta=meta)
     t["metrics_s"] = time.perf_counter() - t0
     if out_dir is not None:
         out_dir = Path(out_dir)
