@@ -15,7 +15,11 @@
 #   scenes, 280 samples, names disjoint from the mini world's), set name large_val;
 # and with UNSEEN_VAL=DIR another: the mini_val of a v1.0-mini world generated at a seed no model
 #   trained on (e.g. `perception synth --out data/synthetic/seed2026 --version v1.0-mini --seed
-#   2026`: 2 scenes, 80 samples), set name the folder's name.
+#   2026`: 2 scenes, 80 samples), or the val split of a v1.0-trainval one (e.g. `perception synth
+#   --out data/synthetic/val24 --version v1.0-trainval --scenes 24 --val-scenes 24 --seed 7`: 24
+#   scenes, 960 samples), set name the folder's name.
+# ROWS (default: all seven) picks rows by name: fusion fusion_no_lidar fusion_no_camera
+# camera_lidar camera_radar lidar camera.
 # CONFIGS=DIR (default configs/synthetic) takes each model's NAME.yaml from DIR instead (an
 # experiment whose architecture differs from the shipped one's).
 # A model whose file CKPT_DIR lacks is skipped (e.g. a fusion + LiDAR experiment); a row whose
@@ -49,8 +53,13 @@ if [ -n "${LARGE_VAL:-}" ]; then
     SETS="$SETS large_val:$LARGE_VAL:v1.0-trainval:val"
 fi
 if [ -n "${UNSEEN_VAL:-}" ]; then
-    [ -d "$UNSEEN_VAL/v1.0-mini" ] || { echo "UNSEEN_VAL=$UNSEEN_VAL holds no v1.0-mini world" >&2; exit 2; }
-    SETS="$SETS $(basename "$UNSEEN_VAL"):$UNSEEN_VAL:v1.0-mini:mini_val"
+    if [ -d "$UNSEEN_VAL/v1.0-mini" ]; then
+        SETS="$SETS $(basename "$UNSEEN_VAL"):$UNSEEN_VAL:v1.0-mini:mini_val"
+    elif [ -d "$UNSEEN_VAL/v1.0-trainval" ]; then
+        SETS="$SETS $(basename "$UNSEEN_VAL"):$UNSEEN_VAL:v1.0-trainval:val"
+    else
+        echo "UNSEEN_VAL=$UNSEEN_VAL holds no v1.0-mini or v1.0-trainval world" >&2; exit 2
+    fi
 fi
 for set in $SETS; do
     IFS=: read -r s root version split <<< "$set"
@@ -59,6 +68,7 @@ for set in $SETS; do
                fusion_no_camera:fusion:lidar,radar camera_lidar:camera_lidar:camera,lidar \
                camera_radar:camera_radar:camera,radar lidar:lidar:lidar camera:camera:camera; do
         IFS=: read -r name cfg mods <<< "$row"
+        case " ${ROWS:-$name} " in *" $name "*) ;; *) continue ;; esac
         run "$s" "$root" "$version" "$split" "$name" "$cfg" "$mods"
     done
 done
