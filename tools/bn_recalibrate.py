@@ -1,15 +1,21 @@
 """Re-estimate a model's BatchNorm statistics on unaugmented frames with every sensor present.
 
     python tools/bn_recalibrate.py configs/synthetic/fusion.yaml CHECKPOINT OUT.pt \\
-        --dataroot data/synthetic/demo --version v1.0-mini --split mini_train [--frames 160]
+        --dataroot data/synthetic/demo --version v1.0-mini --split mini_train [--frames 160] \\
+        [--modalities camera,lidar,radar] [--after-fuser]
 
 Training normalises with statistics gathered over augmented frames, a quarter of whose sensors
-modality dropout removed; evaluation sees neither. This resets every BatchNorm's running mean
-and variance, runs the model forward (no gradients, dropout off) over an even spread of the
-split's frames as they come from the reader, keeps the cumulative average of the batch
-statistics, and writes a model file like ``perception export`` (float16 weights, the
-checkpoint's config) that ``perception eval --checkpoint`` reads. docs/results.md has the
-measured effect (none that helps).
+modality dropout removed, and, with ``fusion.subset_loss``, over a second pass of each frame
+without LiDAR through the fuser's context network and the head; evaluation sees none of that.
+This resets the BatchNorms' running means and variances, runs the model forward (no gradients,
+no dropout, no subset passes) with ``--modalities`` (default: every sensor the model has) over
+an even spread of the split's frames as they come from the reader, keeps the cumulative average
+of the batch statistics, and writes a model file like ``perception export`` (float16 weights,
+the checkpoint's config) that ``perception eval --checkpoint`` reads. ``--after-fuser`` re-
+estimates only the layers the subset passes share (the fuser's context network and the heads),
+keeping the encoders' and the per-sensor projections' statistics. docs/results.md has the
+measured effects ("BatchNorm statistics without augmentation or dropout", "BatchNorm statistics
+of the frames with every sensor").
 """
 from __future__ import annotations
 
@@ -31,6 +37,10 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="mini_train")
     ap.add_argument("--frames", type=int, default=160, help="an even spread of N samples")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modalities", help="sensors of the frames, e.g. camera,radar (default: all "
+                                         "the model has)")
+    ap.add_argument("--after-fuser", action="store_true",
+                    help="re-estimate only the fuser's context network and the heads")
     args = ap.parse_args(argv)
 
     from perception.config import load_config
@@ -44,18 +54,29 @@ def main(argv=None) -> int:
     state = load_checkpoint(args.checkpoint)
     model = build_model(cfg.model)
     model.load_state_dict(state["model"])
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    modalities = args.modalities.split(",") if args.modalities else list(cfg.model.modalities)
+    unknown = sorted(set(modalities) - set(cfg.model.modalities))
+    if unknown or not modalities:
+        print(f"bn_recalibrate: --modalities {args.modalities}: the model has "
+              f"{list(cfg.model.modalities)}", file=sys.stderr)
+        return 2
+    roots = ([model.fuser.context, model.head, *model.subset_heads.values()] if args.after_fuser
+             else [model])
+    norms = [m for r in roots for m in r.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None          # cumulative average over all the frames
-    model.train()
+    model.eval()
+    for m in norms:
+        m.train()                  # only these gather statistics; every other layer as at test
     model.modality_dropout = 0.0
     dataset = build_eval_loader(cfg, args.dataroot, args.version, args.split,
                                 cfg.model.modalities).dataset
     picks = np.linspace(0, len(dataset) - 1, min(args.frames, len(dataset))).round().astype(int)
     with torch.no_grad():
         for i in picks.tolist():
-            model(collate([dataset[i]]))
+            model(collate([dataset[i]]), modalities=modalities)
     state["model"] = {k: (v.half() if v.is_floating_point() else v).contiguous()
                       for k, v in model.state_dict().items()}
     state["kind"], state["half"] = "model", True
@@ -63,7 +84,7 @@ def main(argv=None) -> int:
         state.pop(k, None)
     atomic_save(state, args.out)
     print(f"{len(norms)} BatchNorm layers re-estimated on {len(picks)} frames of "
-          f"{args.dataroot} {args.split}: wrote {args.out}")
+          f"{args.dataroot} {args.split} ({','.join(modalities)}): wrote {args.out}")
     return 0
 
 

@@ -34,6 +34,41 @@ def test_bn_recalibrate_reestimates_every_batchnorm(tmp_path, ekit, nusc):
         torch.testing.assert_close(after[k].float(), before[k].half().float())
 
 
+def test_bn_recalibrate_after_the_fuser_with_some_sensors(tmp_path, ekit, nusc, capsys):
+    """--after-fuser re-estimates the context network's and the head's statistics only (the
+    encoders' stay as trained), with the frames' sensors from --modalities; a sensor the model
+    lacks is a clear error."""
+    data = ekit.tiny_experiment(max_iters=1, checkpoint_interval=1)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    data["model"]["fusion"]["subset_loss"] = [["camera", "radar"]]
+    train(ekit.make_config(data), tmp_path / "run", progress=False, nusc=nusc)
+    ck, config = tmp_path / "run" / "latest.pt", str(tmp_path / "run" / "config.yaml")
+    common = ["--dataroot", str(ekit.dataroot), "--version", ekit.version, "--split", ekit.split,
+              "--frames", "2", "--threads", "1"]
+    tool = load_tool("bn_recalibrate")
+    outs = {}
+    for mods in ("camera,lidar,radar", "camera,radar"):
+        outs[mods] = tmp_path / f"{mods.replace(',', '_')}.pt"
+        assert tool.main([config, str(ck), str(outs[mods]), *common, "--after-fuser",
+                          "--modalities", mods]) == 0
+        assert f"({mods})" in capsys.readouterr().out
+    before = model_state(ck)
+    full, no_lidar = model_state(outs["camera,lidar,radar"]), model_state(outs["camera,radar"])
+    tracked = [k for k in full if k.endswith("num_batches_tracked")]
+    redone = [k for k in tracked if k.startswith(("fuser.context.", "head."))]
+    assert redone and all(int(full[k]) == 2 for k in redone)
+    kept = [k for k in tracked if k not in redone]
+    assert kept and all(int(full[k]) == int(before[k]) for k in kept)
+    for k in kept:
+        mean = k.replace("num_batches_tracked", "running_mean")
+        torch.testing.assert_close(full[mean].float(), before[mean].half().float())
+    means = [k.replace("num_batches_tracked", "running_mean") for k in redone]
+    assert any(not torch.allclose(full[k].float(), no_lidar[k].float(), atol=1e-3) for k in means)
+    assert tool.main([config, str(ck), str(tmp_path / "x.pt"), *common,
+                      "--modalities", "sonar"]) == 2
+    assert "sonar" in capsys.readouterr().err
+
+
 def test_bench_train_step_reports_both_precisions(tmp_path, ekit, nusc):
     from perception.config import save_config
 
