@@ -296,7 +296,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load ``train.init_from``'s weights into ``model``: every tensor, of the same shapes,
     or a ``ValueError`` naming the file and the tensors that differ. A model with
     ``fusion.subset_heads`` from a file without them: each subset head starts from the file's
-    head."""
+    head; with ``fusion.subset_norm_stats``, the statistics start as the file's."""
     from perception.engine.checkpoint import model_state
 
     path = Path(path)
@@ -308,6 +308,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
             source = "head." + name.split(".", 2)[2]
             if source in state:
                 state[name] = state[source]
+    state = model.with_missing_stats(state)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:     # torch lists the missing, unexpected and resized tensors

@@ -175,6 +175,15 @@ class FusionConfig:
             (``[[camera, radar]]``: every frame without LiDAR). The main head then learns only
             from frames with LiDAR. ``train.init_from`` a file without them starts each from
             the file's head.
+        subset_norm_stats: the BatchNorm layers after the fuser (its context network and the
+            heads) keep running statistics of their own for each ``subset_loss`` subset,
+            gathered from the frames whose sensors all lie in it (its subset passes, frames
+            dropout left within it) and used for such frames at test time; the usual
+            statistics then describe only the frames with a sensor outside every subset.
+            Without it the subset passes (one per frame) pull the usual statistics halfway
+            towards the features of frames without LiDAR, which every frame is then
+            normalised with at test time (docs/results.md, "BatchNorm statistics per sensor
+            set"). A file trained without them gets them from ``tools/bn_recalibrate.py``.
     """
 
     channels: int = 128
@@ -189,6 +198,7 @@ class FusionConfig:
     subset_loss_weight: float = 1.0
     subset_code_weights: tuple[float, ...] | None = None
     subset_heads: bool = False
+    subset_norm_stats: bool = False
 
     def __post_init__(self):
         _check_dropout_rates("fusion.modality_dropout", self.modality_dropout)
@@ -209,6 +219,9 @@ class FusionConfig:
                              f"{list(self.subset_code_weights)}")
         if self.subset_heads and not self.subset_loss:
             raise ValueError("fusion.subset_heads needs fusion.subset_loss subsets to give heads")
+        if self.subset_norm_stats and not self.subset_loss:
+            raise ValueError("fusion.subset_norm_stats needs fusion.subset_loss subsets to keep "
+                             "statistics for")
         if not 0.0 <= self.modality_dropout_start < 1.0:
             raise ValueError("fusion.modality_dropout_start is a fraction of train.max_iters in "
                              f"[0, 1), got {self.modality_dropout_start}")

@@ -8,8 +8,9 @@ An encoder runs only if some frame uses its sensor; the fuser masks the rest per
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import fields
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +63,10 @@ class FusionDetector(nn.Module):
             modality dropout left without the others, a test without them) is decoded by it
             (by the smallest such subset's), so that ``head`` learns only from frames with a
             sensor outside every subset.
+        subset_norm_stats: the BatchNorm layers after the fuser (``fuser.context``, ``head``)
+            keep running statistics of their own per ``subset_loss`` subset (buffers
+            ``subset_stats.<camera+radar>.*``), gathered and used for the frames whose sensors
+            all lie in it (``FusionConfig.subset_norm_stats``).
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
@@ -70,7 +75,7 @@ class FusionDetector(nn.Module):
                  test_flips: Sequence[str] = (), refine_velocity: bool = False,
                  subset_loss: Sequence[Sequence[str]] = (), subset_loss_weight: float = 1.0,
                  subset_code_weights: Sequence[float] | None = None,
-                 subset_heads: Sequence[CenterHead] = ()):
+                 subset_heads: Sequence[CenterHead] = (), subset_norm_stats: bool = False):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -101,6 +106,10 @@ class FusionDetector(nn.Module):
         # Keyed "camera+radar" (sensors in the model's order), the state dict's names.
         self.subset_heads = nn.ModuleDict({self._subset_key(s): h
                                            for s, h in zip(self.subset_loss, subset_heads)})
+        if subset_norm_stats and not self.subset_loss:
+            raise ValueError("subset_norm_stats needs subset_loss subsets")
+        self.subset_stats = nn.ModuleDict({self._subset_key(s): NormStats(self.shared_norms())
+                                           for s in self.subset_loss} if subset_norm_stats else {})
 
     def _subset_key(self, sensors: Sequence[str]) -> str:
         return "+".join(m for m in self.modalities if m in sensors)
@@ -112,6 +121,75 @@ class FusionDetector(nn.Module):
         if not self.subset_heads or not within:
             return ""
         return self._subset_key(min(within, key=len))
+
+    # ------------------------------------------------------------------ normalisation statistics
+    def shared_norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        """The BatchNorm layers every sensor set passes through after the fuser: its context
+        network's and the head's (a ``subset_heads`` head sees its own frames only)."""
+        return [m for root in (self.fuser.context, self.head) for m in root.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def with_missing_stats(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``state`` (a state dict) with the ``subset_stats`` entries it lacks copied from their
+        layers' own statistics in it: a file trained without ``subset_norm_stats`` loads, and
+        behaves as before until ``tools/bn_recalibrate.py`` estimates them."""
+        state = dict(state)
+        shared = {id(m) for m in self.shared_norms()}
+        names = [n for n, m in self.named_modules() if id(m) in shared]
+        fields_ = {"mean": "running_mean", "var": "running_var", "count": "num_batches_tracked"}
+        for key in self.subset_stats:
+            for i, name in enumerate(names):
+                for ours, theirs in fields_.items():
+                    own = f"subset_stats.{key}.{ours}{i}"
+                    if own not in state and f"{name}.{theirs}" in state:
+                        state[own] = state[f"{name}.{theirs}"]
+        return state
+
+    def stats_key(self, sensors: Sequence[str]) -> str:
+        """Whose running statistics normalise a frame with these sensors: a ``subset_stats``
+        key (the smallest subset holding them), or "" for the layers' own."""
+        within = [s for s in self.subset_loss if set(sensors) <= set(s)]
+        if not self.subset_stats or not within:
+            return ""
+        return self._subset_key(min(within, key=len))
+
+    @contextlib.contextmanager
+    def norm_stats(self, key: str) -> Iterator[None]:
+        """Within the block the shared BatchNorm layers hold the statistics ``key`` names
+        (swapped in and out: training updates them in place)."""
+        if key == "":
+            yield
+            return
+        bank = self.subset_stats[key]
+        bank.swap(self.shared_norms())
+        try:
+            yield
+        finally:
+            bank.swap(self.shared_norms())
+
+    def _fuse_and_decode(self, bevs: dict[str, BEVFeatures], present: Tensor
+                         ) -> tuple[Tensor, tuple[HeadOutput, ...]]:
+        """The fuser and the heads over the batch, each frame normalised with the statistics of
+        its sensors (``present``: (B, M) bool on the host): (fused BEV, head maps)."""
+        dev = next(iter(bevs.values())).features.device
+        keys = [self.stats_key([m for m, p in zip(self.modalities, row) if p])
+                for row in present.tolist()]
+        if len(set(keys)) == 1:
+            with self.norm_stats(keys[0]):
+                fused = self.fuser(bevs, host_to_device(present, dev))
+                return fused, self.decode_maps(fused, present)
+        fused_parts, head_parts, order = [], [], []
+        for key in dict.fromkeys(keys):
+            frames = [i for i, k in enumerate(keys) if k == key]
+            idx = torch.tensor(frames, device=dev)
+            part = {m: BEVFeatures(f.features[idx], f.valid[idx]) for m, f in bevs.items()}
+            with self.norm_stats(key):
+                fused = self.fuser(part, host_to_device(present[frames], dev))
+                head_parts.append(self.decode_maps(fused, present[frames]))
+            fused_parts.append(fused)
+            order += frames
+        inverse = torch.argsort(torch.tensor(order)).to(dev)   # back to the batch's order
+        return torch.cat(fused_parts)[inverse], _merge_heads(head_parts, inverse)
 
     # ------------------------------------------------------------------ sensor selection
     def available(self, batch: Batch) -> Tensor:
@@ -211,10 +289,10 @@ class FusionDetector(nn.Module):
         available, camera_mask_host = self._host_masks(batch)
         present = self.select(batch, modalities, available=available)
         bevs = self.encode(batch, present, camera_mask_host)
-        fused = self.fuser(bevs, host_to_device(present, batch.lidar_mask.device))
+        fused, heads = self._fuse_and_decode(bevs, present)
         camera = bevs.get("camera")
         subsets = self._subsets(bevs, present) if self.training else ()
-        return DetectorOutput(heads=self.decode_maps(fused, present), present=present, fused=fused,
+        return DetectorOutput(heads=heads, present=present, fused=fused,
                               depth_logits=None if camera is None else camera.depth_logits,
                               subsets=subsets)
 
@@ -231,8 +309,9 @@ class FusionDetector(nn.Module):
             idx = frames.to(dev)
             sub_bevs = {m: BEVFeatures(f.features[idx], f.valid[idx])
                         for m, f in bevs.items() if m in subset}
-            fused = self.fuser(sub_bevs, sub[frames].to(dev))
-            out.append(SubsetOutput(subset, frames, self.decode_maps(fused, sub[frames])))
+            with self.norm_stats(self.stats_key(subset)):
+                fused = self.fuser(sub_bevs, sub[frames].to(dev))
+                out.append(SubsetOutput(subset, frames, self.decode_maps(fused, sub[frames])))
         return tuple(out)
 
     def decode_maps(self, fused: Tensor, present: Tensor) -> tuple[HeadOutput, ...]:
@@ -252,12 +331,7 @@ class FusionDetector(nn.Module):
             frames = [i for i, key in enumerate(keys) if key == k]
             parts.append(head(fused[torch.tensor(frames, device=dev)]))
             order += frames
-        inverse = torch.argsort(torch.tensor(order)).to(dev)   # back to the batch's order
-        merged = []
-        for group in zip(*parts):      # one class group: its maps from each head's frames
-            merged.append(HeadOutput(*(torch.cat([getattr(o, f.name) for o in group])[inverse]
-                                       for f in fields(HeadOutput))))
-        return tuple(merged)
+        return _merge_heads(parts, torch.argsort(torch.tensor(order)).to(dev))
 
     def loss(self, outputs: DetectorOutput, batch: Batch) -> dict[str, Tensor]:
         """Weighted loss terms (``loss_heatmap``, ``loss_regression``, ``loss_attribute``, and
@@ -320,6 +394,41 @@ class FusionDetector(nn.Module):
             return dets
         finally:
             self.train(was_training)
+
+
+def _merge_heads(parts: Sequence[tuple[HeadOutput, ...]], inverse: Tensor
+                 ) -> tuple[HeadOutput, ...]:
+    """Head maps computed for groups of frames, concatenated and put back in the batch's order
+    (``inverse``: the argsort of the groups' frame indices, concatenated)."""
+    merged = []
+    for group in zip(*parts):      # one class group: its maps from each part's frames
+        merged.append(HeadOutput(*(torch.cat([getattr(o, f.name) for o in group])[inverse]
+                                   for f in fields(HeadOutput))))
+    return tuple(merged)
+
+
+class NormStats(nn.Module):
+    """A second set of running statistics for a list of BatchNorm layers (buffers ``mean<i>``,
+    ``var<i>``, ``count<i>``), starting as copies of theirs."""
+
+    def __init__(self, norms: Sequence[nn.modules.batchnorm._BatchNorm]):
+        super().__init__()
+        self.size = len(norms)
+        for i, bn in enumerate(norms):
+            self.register_buffer(f"mean{i}", bn.running_mean.detach().clone())
+            self.register_buffer(f"var{i}", bn.running_var.detach().clone())
+            self.register_buffer(f"count{i}", bn.num_batches_tracked.detach().clone())
+
+    def swap(self, norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
+        """Exchange these statistics with the layers' (a second call swaps them back)."""
+        if len(norms) != self.size:
+            raise ValueError(f"NormStats holds {self.size} layers' statistics, got {len(norms)}")
+        for i, bn in enumerate(norms):
+            for ours, theirs in ((f"mean{i}", "running_mean"), (f"var{i}", "running_var"),
+                                 (f"count{i}", "num_batches_tracked")):
+                a, b = getattr(self, ours), getattr(bn, theirs)
+                setattr(self, ours, b)
+                setattr(bn, theirs, a)
 
 
 def build_camera(cfg: ModelConfig) -> CameraEncoder:
@@ -386,4 +495,5 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                           depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips,
                           refine_velocity=cfg.radar.refine_velocity,
                           subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight,
-                          subset_code_weights=f.subset_code_weights, subset_heads=subset_heads)
+                          subset_code_weights=f.subset_code_weights, subset_heads=subset_heads,
+                          subset_norm_stats=f.subset_norm_stats)

@@ -256,10 +256,12 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, ekit, nusc):
     assert any(not torch.equal(fresh[k], v) for k, v in source["model"].items()
                if v.is_floating_point())
 
-    # A model with a head for the LiDAR-free frames (fusion.subset_heads), from a file without
-    # one: that head starts from the file's head.
+    # A model with a head for the LiDAR-free frames (fusion.subset_heads) and statistics of
+    # their own (subset_norm_stats), from a file without them: that head starts from the file's
+    # head, the statistics from the layers'.
     data["train"].update(init_from=str(tmp_path / "a.pt"), lr=0.0)
-    data["model"]["fusion"].update(subset_loss=[["camera", "radar"]], subset_heads=True)
+    data["model"]["fusion"].update(subset_loss=[["camera", "radar"]], subset_heads=True,
+                                   subset_norm_stats=True)
     train(ekit.make_config(data), tmp_path / "f", progress=False, nusc=nusc)
     both = load_checkpoint(tmp_path / "f" / "latest.pt")["model"]
     heads = [k for k in source["model"] if k.startswith("head.")
@@ -269,7 +271,11 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, ekit, nusc):
         expected = source["model"][name].half().to(source["model"][name].dtype)
         assert torch.equal(both[name], expected), name
         assert torch.equal(both["subset_heads.camera+radar." + name[5:]], expected), name
-    del data["model"]["fusion"]["subset_loss"], data["model"]["fusion"]["subset_heads"]
+    counts = [v for k, v in both.items() if k.startswith("subset_stats.camera+radar.count")]
+    assert counts and all(int(c) >= int(source["model"]["head.shared.1.num_batches_tracked"])
+                          for c in counts)
+    for key in ("subset_loss", "subset_heads", "subset_norm_stats"):
+        del data["model"]["fusion"][key]
 
     data["train"]["init_from"] = str(tmp_path / "nothing.pt")
     with pytest.raises(FileNotFoundError, match="nothing.pt"):

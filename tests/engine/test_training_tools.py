@@ -64,6 +64,22 @@ def test_bn_recalibrate_after_the_fuser_with_some_sensors(tmp_path, ekit, nusc, 
         torch.testing.assert_close(full[mean].float(), before[mean].half().float())
     means = [k.replace("num_batches_tracked", "running_mean") for k in redone]
     assert any(not torch.allclose(full[k].float(), no_lidar[k].float(), atol=1e-3) for k in means)
+    # With statistics per sensor set (a file trained without them): one call estimates both,
+    # each from its own frames, and the file records the config that reads them.
+    both = tmp_path / "both.pt"
+    assert tool.main([config, str(ck), str(both), *common, "--after-fuser",
+                      "--set", "model.fusion.subset_norm_stats=true",
+                      "--modalities", "camera,lidar,radar", "--modalities", "camera,radar"]) == 0
+    saved = load_checkpoint(both)
+    assert saved["config"]["model"]["fusion"]["subset_norm_stats"] is True
+    assert saved["config"]["train"] == load_checkpoint(ck)["config"]["train"]   # the run's own
+    state = model_state(both)
+    for i, name in enumerate(redone_means := means):
+        torch.testing.assert_close(state[name].float(), full[name].float())
+        torch.testing.assert_close(state[f"subset_stats.camera+radar.mean{i}"].float(),
+                                   no_lidar[name].float())
+    assert len(redone_means) == len([k for k in state if k.startswith("subset_stats.")
+                                     and ".mean" in k])
     assert tool.main([config, str(ck), str(tmp_path / "x.pt"), *common,
                       "--modalities", "sonar"]) == 2
     assert "sonar" in capsys.readouterr().err

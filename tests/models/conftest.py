@@ -100,6 +100,19 @@ def make_batch(*, grid: BEVGrid, batch_size: int = 1, n_cams: int = 2,
         lidar_fields=LIDAR_FIELDS, radar_fields=RADAR_FIELDS, gt=gts)
 
 
+def frame_fields(batch: Batch, i: int) -> dict:
+    """The fields of ``batch`` that ``dataclasses.replace`` needs to make frame ``i`` a batch
+    of its own."""
+    one = slice(i, i + 1)
+    return dict(tokens=batch.tokens[one], timestamps=batch.timestamps[one],
+                global_T_ego=batch.global_T_ego[one], lidar_points=batch.lidar_points[one],
+                lidar_mask=batch.lidar_mask[one], radar_points=batch.radar_points[one],
+                radar_mask=batch.radar_mask[one], images=batch.images[one],
+                camera_mask=batch.camera_mask[one], intrinsics=batch.intrinsics[one],
+                ego_T_camera=batch.ego_T_camera[one], img_aug=batch.img_aug[one],
+                gt=batch.gt[one])
+
+
 TINY_GRID = BEVGrid(x_range=(-12.8, 12.8), y_range=(-12.8, 12.8), z_range=(-3.0, 1.0),
                     cell_size=0.8, voxel_z=4.0)
 
@@ -158,6 +171,7 @@ class Kit:
 
     grid = TINY_GRID
     make_batch = staticmethod(make_batch)
+    frame_fields = staticmethod(frame_fields)
     tiny_config = staticmethod(tiny_config)
     camera_rig = staticmethod(camera_rig)
     ideal_outputs = staticmethod(ideal_outputs)

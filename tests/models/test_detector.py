@@ -210,6 +210,77 @@ def test_subset_loss_trains_the_subset_path_on_the_frames_it_changes(kit):
     assert model(batch).subsets == () and "loss_subset" not in model.loss(model(batch), batch)
 
 
+def test_subset_norm_stats_normalise_each_sensor_set_with_its_own(kit):
+    """fusion.subset_norm_stats with subset_loss [[camera, radar]]: the BatchNorm layers after the
+    fuser keep a second set of running statistics. In training the subset pass updates it and
+    the full pass the layers' own; at test time a frame without LiDAR is normalised with it,
+    one with LiDAR with the layers' own, and in a mixed batch each frame gets what it gets
+    alone. A state dict without it loads with its statistics copied from the layers'."""
+    torch.manual_seed(0)
+    cfg = kit.tiny_config()
+    cfg = replace(cfg, fusion=replace(cfg.fusion, subset_loss=(("camera", "radar"),),
+                                      subset_norm_stats=True, modality_dropout=0.0))
+    model = build_model(cfg)
+    norms = model.shared_norms()
+    assert norms and list(model.subset_stats) == ["camera+radar"]
+    assert all(any(m is n for m in model.fuser.context.modules())
+               or any(m is n for m in model.head.modules()) for n in norms)
+    assert [model.stats_key(s) for s in (("camera",), ("camera", "radar"), ("lidar",),
+                                         ("camera", "lidar", "radar"))] == [
+        "camera+radar", "camera+radar", "", ""]
+    bank = model.subset_stats["camera+radar"]
+    own0 = [bn.running_mean.clone() for bn in norms]
+    bank0 = [getattr(bank, f"mean{i}").clone() for i in range(len(norms))]
+    full = kit.make_batch(grid=kit.grid, batch_size=2, boxes_per_frame=3, seed=3)
+    model.train()
+    model(full)                                   # one full pass, one subset pass
+    own1 = [bn.running_mean.clone() for bn in norms]
+    bank1 = [getattr(bank, f"mean{i}").clone() for i in range(len(norms))]
+    assert all(int(bn.num_batches_tracked) == 1 for bn in norms)
+    assert all(int(getattr(bank, f"count{i}")) == 1 for i in range(len(norms)))
+    assert any(not torch.allclose(a, b) for a, b in zip(own0, own1))
+    assert any(not torch.allclose(a, b) for a, b in zip(bank0, bank1))
+    assert any(not torch.allclose(a, b) for a, b in zip(own1, bank1))
+    # Running statistics far enough apart that which set normalised a frame shows.
+    with torch.no_grad():
+        for i in range(len(norms)):
+            getattr(bank, f"mean{i}").add_(0.5)
+    model.eval()
+    batch = replace(full, lidar_mask=torch.tensor([False, True]),
+                    lidar_points=[torch.zeros(0, 5), full.lidar_points[1]])
+    mixed = model(batch)
+    alone = [model(replace(batch, **kit.frame_fields(batch, i))) for i in (0, 1)]
+    for frame, out in enumerate(alone):
+        for a, b in zip(mixed.heads, out.heads):
+            torch.testing.assert_close(a.heatmap[frame:frame + 1], b.heatmap, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mixed.fused[frame:frame + 1], out.fused, atol=1e-5, rtol=1e-5)
+    # The frame without LiDAR used the bank: with the bank's statistics copied into the layers
+    # and the option off, the same frame gives the same maps.
+    plain = build_model(replace(cfg, fusion=replace(cfg.fusion, subset_norm_stats=False))).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("subset_stats.")}
+    names = [n for n, m in model.named_modules() if any(m is x for x in norms)]
+    for i, name in enumerate(names):
+        state[f"{name}.running_mean"] = getattr(bank, f"mean{i}")
+        state[f"{name}.running_var"] = getattr(bank, f"var{i}")
+    plain.load_state_dict(state)
+    want = plain(replace(batch, **kit.frame_fields(batch, 0)))
+    torch.testing.assert_close(alone[0].heads[0].heatmap, want.heads[0].heatmap,
+                               atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(alone[1].heads[0].heatmap,
+                              plain(replace(batch, **kit.frame_fields(batch, 1))).heads[0].heatmap)
+    # A file without the bank: it loads, its statistics the layers' own.
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("subset_stats.")}
+    again = build_model(cfg)
+    again.load_state_dict(again.with_missing_stats(old))
+    for i, bn in enumerate(again.shared_norms()):
+        torch.testing.assert_close(getattr(again.subset_stats["camera+radar"], f"mean{i}"),
+                                   bn.running_mean)
+    with pytest.raises(RuntimeError, match="subset_stats"):
+        build_model(cfg).load_state_dict(old)
+    with pytest.raises(ValueError, match="subset_norm_stats needs fusion.subset_loss"):
+        replace(cfg.fusion, subset_loss=())
+
+
 def test_subset_heads_decode_the_frames_without_lidar(kit):
     """fusion.subset_heads with subset_loss [[camera, radar]]: every frame without LiDAR (the
     subset pass, a frame without it in the batch, a test without it) is decoded by the subset's
@@ -416,10 +487,11 @@ def test_shipped_configs_load_and_build(name):
         a, b = config_to_dict(cfg), config_to_dict(fusion)
         for d in (a, b):
             # Baselines differ from the fusion model in the sensors, the modality dropout (how
-            # often each sensor is hidden in training) and the subset loss only.
+            # often each sensor is hidden in training) and the subset loss (with its statistics)
+            # only.
             d["model"].pop("modalities")
             for k in ("modality_dropout", "modality_dropout_late", "modality_dropout_late_start",
-                      "subset_loss"):
+                      "subset_loss", "subset_norm_stats"):
                 d["model"]["fusion"].pop(k)
         assert a == b
 
