@@ -1,4 +1,4 @@
-"""Re-estimate a model's BatchNorm statistics on unaugmented frames with every sensor present.
+"""Re-estimate BatchNorm statistics on unaugmented frames of the sensors a model is tested with.
 
     python tools/bn_recalibrate.py configs/synthetic/fusion.yaml CHECKPOINT OUT.pt \\
         --dataroot data/synthetic/demo --version v1.0-mini --split mini_train [--frames 160] \\

@@ -9,7 +9,7 @@ A - B over the resamples (each draws the split's scenes with replacement and sco
 on the draw; perception/evaluation/bootstrap.py) and the share of draws in which A is better.
 A difference whose interval holds 0 is one the val set cannot tell from its own noise. It says
 nothing about the noise of retraining (docs/results.md: "Three seeds of the fusion and LiDAR
-models", "A large val set to rank the models on").
+models", "A 24-scene val set to rank the models on").
 """
 from __future__ import annotations
 
