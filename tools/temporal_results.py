@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: float = 1.0,
-          velocity: bool = True, still: bool = False, score_weight: float = 0.0) -> int:
+          velocity: bool = True, still: bool = False, score_weight: float = 0.0,
+          confirm: float | None = None) -> int:
     """Update ``results["results"]`` in place, scene by scene in time order, with the
     ``TemporalStep`` that ``perception eval`` runs (the boxes are already global, so the ego
     frame it works in is the global frame); returns how many boxes changed velocity or heading
@@ -38,7 +39,8 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: 
     from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
 
     step = TemporalStep(DETECTION_CLASSES, velocity=velocity, still=still,
-                        score_weight=score_weight, min_score=min_score, disagree=disagree)
+                        score_weight=score_weight, min_score=min_score, disagree=disagree,
+                        confirm=confirm)
     identity = torch.eye(4, dtype=torch.float64)
     wanted = set(create_splits_scenes()[split])
     changed = 0
@@ -96,6 +98,9 @@ def main(argv=None) -> int:
                    help="zero the speed the network gives what stood still (model.temporal_still)")
     p.add_argument("--score-weight", type=float, default=0.0,
                    help="raise the scores of detections seen in the previous keyframe (0: off)")
+    p.add_argument("--confirm", type=float, default=None,
+                   help="m/s: a displacement counts only where the partner's own displacement "
+                        "agrees within this (model.temporal_confirm)")
     p.add_argument("--metrics", default="fast", choices=("fast", "devkit", "check", "none"))
     args = p.parse_args(argv)
 
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
     nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
     try:
         n = apply(results, nusc, args.split, min_score=args.min_score, disagree=args.disagree,
-                  velocity=not args.no_velocity, still=args.still,
+                  velocity=not args.no_velocity, still=args.still, confirm=args.confirm,
                   score_weight=args.score_weight)
     except (KeyError, ValueError) as e:
         print(f"temporal_results: {args.results}: {e}", file=sys.stderr)

@@ -323,7 +323,8 @@ def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out
 
         temporal = TemporalStep(cfg.model.classes, velocity=cfg.model.temporal_velocity,
                                 still=cfg.model.temporal_still,
-                                score_weight=cfg.model.temporal_score)
+                                score_weight=cfg.model.temporal_score,
+                                confirm=cfg.model.temporal_confirm or None)
     items = run_inference(model, loader, device=device, modalities=mods, progress=progress,
                           on_frame=on_frame, temporal=temporal)
     out_dir = Path(out_dir)

@@ -17,8 +17,9 @@ FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_
 # ModelConfig fields that only change what ``predict`` does after training (no weights, no
 # effect on the loss): a resumed run may change them, and a checkpoint trained with other values
 # is still the model its config describes.
-INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity", "temporal_velocity",
-                                   "temporal_still", "temporal_score")
+INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity",
+                                   "radar.still_returns", "temporal_velocity", "temporal_still",
+                                   "temporal_score", "temporal_confirm")
 
 
 def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:
@@ -122,6 +123,10 @@ class RadarConfig:
         refine_velocity: after decoding, set each vehicle's velocity (and front/back heading)
             from the Doppler of its radar returns (``perception.models.radar.velocity``; no
             weights, so it can be switched on or off for a trained model).
+        still_returns: with ``refine_velocity``, > 0: a vehicle or cycle whose box holds no
+            moving radar return and at least this many static ones seen along its heading
+            stands (velocity 0, a moving attribute its family's still one); 0: off
+            (``perception.models.radar.velocity``).
     The defaults bring every input to order 1 (RCS std ~7 dBsm -> ~0.7, velocities up to
     ~15 m/s -> ~3, lags up to ~0.5 s -> ~1): with RCS raw beside velocities / 20 (std ~0.15) the
     per-point MLP learned from RCS long before velocity could count (docs/results.md).
@@ -134,6 +139,12 @@ class RadarConfig:
     rcs_scale: float = 0.1
     time_lag_scale: float = 2.0
     refine_velocity: bool = False
+    still_returns: int = 0
+
+    def __post_init__(self):
+        if self.still_returns < 0:
+            raise ValueError(f"radar.still_returns must be >= 0 (0: off), got "
+                             f"{self.still_returns}")
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,11 @@ class ModelConfig:
     ``temporal_score``: in [0, 1], 0 off. Over a sequence, a detection found again within 1 m of
     where a previous keyframe's detection of its class was gets the score
     ``1 - (1 - s) (1 - temporal_score * s_prev)`` (``perception.models.temporal``).
+
+    ``temporal_confirm``: m/s, 0 off. The two rules above look three keyframes back where they
+    can: a displacement below three times its class's floor makes an object moving only where
+    the displacement before it agrees within this many m/s, and the still rule tests the mean
+    of the two displacements (``perception.models.temporal``, ``confirm``).
     """
 
     grid: BEVGrid = field(default_factory=BEVGrid)
@@ -338,6 +354,7 @@ class ModelConfig:
     temporal_velocity: bool = False
     temporal_still: bool = False
     temporal_score: float = 0.0
+    temporal_confirm: float = 0.0
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)
@@ -353,6 +370,9 @@ class ModelConfig:
         check_flips(self.test_flips, self.grid)
         if not 0.0 <= self.temporal_score <= 1.0:
             raise ValueError(f"temporal_score must be in [0, 1], got {self.temporal_score}")
+        if not self.temporal_confirm >= 0.0:
+            raise ValueError(f"temporal_confirm must be >= 0 (m/s; 0 off), got "
+                             f"{self.temporal_confirm}")
         for subset in self.fusion.subset_loss:
             if not set(subset) < set(self.modalities):
                 raise ValueError(f"fusion.subset_loss entry {list(subset)} must be a proper subset "

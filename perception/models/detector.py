@@ -52,6 +52,8 @@ class FusionDetector(nn.Module):
         refine_velocity: ``predict`` replaces the velocity (and front/back heading) of each
             vehicle by what its radar returns measure, in frames that use radar
             (``perception.models.radar.velocity``).
+        still_returns: with ``refine_velocity``, its ``still_returns`` (standing vehicles
+            measured by radar; 0: off).
         subset_loss: sensor subsets also trained on every frame (``FusionConfig.subset_loss``):
             in training, the frames whose sensors the subset changes (and leaves non-empty) are
             fused again from the subset alone and decoded; their loss is ``loss_subset``.
@@ -73,7 +75,8 @@ class FusionDetector(nn.Module):
                  head: CenterHead, image_size: tuple[int, int] | None = None,
                  modality_dropout: float | Mapping[str, float] = 0.0, depth_weight: float = 0.0,
                  test_flips: Sequence[str] = (), refine_velocity: bool = False,
-                 subset_loss: Sequence[Sequence[str]] = (), subset_loss_weight: float = 1.0,
+                 still_returns: int = 0, subset_loss: Sequence[Sequence[str]] = (),
+                 subset_loss_weight: float = 1.0,
                  subset_code_weights: Sequence[float] | None = None,
                  subset_heads: Sequence[CenterHead] = (), subset_norm_stats: bool = False):
         super().__init__()
@@ -92,6 +95,7 @@ class FusionDetector(nn.Module):
         self.depth_weight = depth_weight if "camera" in self.modalities else 0.0
         self.test_flips = check_flips(test_flips, grid)
         self.refine_velocity = refine_velocity
+        self.still_returns = still_returns
         for subset in subset_loss:
             if not set(subset) < set(self.modalities):
                 raise ValueError(f"subset_loss entry {list(subset)} must be a proper subset of "
@@ -389,7 +393,8 @@ class FusionDetector(nn.Module):
             if self.refine_velocity and "radar" in self.modalities:
                 used = first.present[:, self.modalities.index("radar")].tolist()
                 dets = [refine_velocity(d, batch.radar_points[i], batch.radar_fields,
-                                        self.head.classes) if used[i] else d
+                                        self.head.classes, still_returns=self.still_returns)
+                        if used[i] else d
                         for i, d in enumerate(dets)]
             return dets
         finally:
@@ -494,6 +499,7 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                           modality_dropout=f.modality_dropout,
                           depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips,
                           refine_velocity=cfg.radar.refine_velocity,
+                          still_returns=cfg.radar.still_returns,
                           subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight,
                           subset_code_weights=f.subset_code_weights, subset_heads=subset_heads,
                           subset_norm_stats=f.subset_norm_stats)

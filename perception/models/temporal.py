@@ -66,6 +66,9 @@ _MOVING = {"vehicle.": ATTRIBUTE_NAMES.index("vehicle.moving"),
 # 5,429 parked and 1,038 stopped, so for cars, trucks and trailers too; buses, 27 stopped and
 # 18 parked, and construction vehicles, 16 stopped, are too few to go by. Cycles are without a
 # rider when still, pedestrians standing).
+# A displacement of at least this many times its class's floor is beyond the jitter of two
+# centre estimates (2.25 m over 0.5 s for a car) and needs no confirmation (``confirm``).
+CONFIRM_FREE = 3.0
 STILL_ATTRIBUTE = {"vehicle.": "vehicle.parked", "cycle.": "cycle.without_rider",
                    "pedestrian.": "pedestrian.standing"}
 
@@ -89,6 +92,7 @@ class Pairs(NamedTuple):
     """This frame's detections paired with the previous keyframe's (``pair_with_previous``)."""
 
     rows: Tensor       # (P,) int64: the paired detections of this frame
+    cols: Tensor       # (P,) int64: their partners in the previous keyframe
     velocity: Tensor   # (P, 2) float64: their displacement over dt, m/s
     own: Tensor        # (P, 2) float64: their own velocity (0 where NaN)
     labels: Tensor     # (P,) int64
@@ -113,7 +117,7 @@ def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes
     if len(boxes) == 0 or len(prev_boxes) == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         none2 = torch.zeros(0, 2, dtype=torch.float64, device=dev)
-        return Pairs(empty, none2, none2, empty, floor)
+        return Pairs(empty, empty, none2, none2, empty, floor)
     gate = torch.tensor([max_speed.get(c, 0.0) * dt for c in classes], device=dev,
                         dtype=torch.float64)
     b, p = boxes.double(), prev_boxes.to(dev).double()   # global: ~1e3 m
@@ -126,7 +130,7 @@ def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes
           & (dist <= gate[labels.to(dev)][:, None]))
     r, c = _nearest_pairs(torch.where(ok, dist, torch.full_like(dist, math.inf)))
     v = (b[r, :2] - p[c, :2]) / dt
-    return Pairs(r, v, torch.nan_to_num(b[r, 7:9]), labels.to(dev)[r], floor)
+    return Pairs(r, c, v, torch.nan_to_num(b[r, 7:9]), labels.to(dev)[r], floor)
 
 
 def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
@@ -134,7 +138,8 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
                            classes: Sequence[str], *, min_score: float = 0.3,
                            disagree: float = 1.0, max_speed: dict | None = None,
                            min_speed: dict | None = None,
-                           pairs: Pairs | None = None) -> tuple[Tensor, Tensor]:
+                           pairs: Pairs | None = None, prev_motion: Tensor | None = None,
+                           confirm: float | None = None) -> tuple[Tensor, Tensor]:
     """New boxes (velocity, heading) for one frame from the previous keyframe's, global frame.
 
     Args:
@@ -148,6 +153,14 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
         max_speed, min_speed: per class m/s (defaults ``MAX_SPEED``, ``MIN_SPEED``); classes
             absent from ``max_speed`` (barriers, cones) are left alone.
         pairs: ``pair_with_previous`` of these arguments, when the caller has it already.
+        prev_motion: (M, 2) the previous keyframe's detections' own displacement velocities
+            (from the keyframe before it; NaN where a detection had no partner there).
+        confirm: m/s; with ``prev_motion``, a displacement below ``CONFIRM_FREE`` times its
+            class's floor counts only where its partner's own displacement agrees with it
+            within this (the same motion over three keyframes): the jitter of two centre
+            estimates of a standing object makes a displacement above the floor now and then,
+            but not the same one twice running (two consecutive jitter displacements share a
+            centre estimate, with opposite signs). None: one displacement is enough.
     Returns:
         ``(boxes, moving)``: the boxes with velocities and headings updated, and an (N,) bool
         mask of the ones this step found moving and changed.
@@ -158,12 +171,18 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
         pairs = pair_with_previous(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
                                    dt, classes, min_score=min_score, max_speed=max_speed,
                                    min_speed=min_speed)
-    r, v, own, lab, floor = pairs
+    r, c, v, own, lab, floor = pairs
     if len(r) == 0:
         return out, moving
     b = boxes.double()
     speed = v.norm(dim=1)
     change = (speed >= floor[lab]) & ((v - own).norm(dim=1) > disagree)
+    if confirm is not None:
+        if prev_motion is None:
+            raise ValueError("confirm needs prev_motion")
+        before = prev_motion.to(v.device, v.dtype)[c]
+        change &= (((v - before).norm(dim=1) <= confirm)    # False where before is NaN
+                   | (speed >= CONFIRM_FREE * floor[lab]))
     r, v, lab = r[change], v[change], lab[change]
     out[r, 7:9] = v.to(out.dtype)
     moving[r] = True
@@ -186,7 +205,7 @@ def still_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxe
                         classes: Sequence[str], *, min_score: float = 0.3,
                         disagree: float = 1.0, still_fraction: float = 0.5,
                         max_speed: dict | None = None, min_speed: dict | None = None,
-                        pairs: Pairs | None = None) -> Tensor:
+                        pairs: Pairs | None = None, prev_motion: Tensor | None = None) -> Tensor:
     """(N,) bool: the detections that stood still since the previous keyframe although the
     network gives them a speed, global frame.
 
@@ -196,13 +215,21 @@ def still_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxe
     velocity differs from it by more than ``disagree`` m/s. The counterpart of the moving rule:
     there the displacement corrects a network that missed a motion, here one that sees motion
     where there was none (a parked bus or construction vehicle the network takes for traffic).
+
+    ``prev_motion`` (as in ``velocity_from_previous``): where the partner had a displacement of
+    its own, the mean of the two (the motion over two keyframe intervals, with half the jitter
+    of one) is tested instead: a 12 m bus's centre estimates move ~0.6 m between two keyframes
+    with the bus standing, above the half floor of one interval (0.375 m).
     """
     still = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
     if pairs is None:
         pairs = pair_with_previous(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
                                    dt, classes, min_score=min_score, max_speed=max_speed,
                                    min_speed=min_speed)
-    r, v, own, lab, floor = pairs
+    r, c, v, own, lab, floor = pairs
+    if prev_motion is not None and len(r):
+        before = prev_motion.to(v.device, v.dtype)[c]
+        v = torch.where(torch.isfinite(before), (v + before) / 2, v)
     if len(r):
         still[r[(v.norm(dim=1) < still_fraction * floor[lab])
                 & ((v - own).norm(dim=1) > disagree)]] = True
@@ -251,6 +278,9 @@ class TemporalStep:
         score_gate: metres, its ``gate``.
         max_dt: seconds; a predecessor older than this is not used.
         min_score, disagree, max_speed, min_speed: see ``velocity_from_previous``.
+        confirm: m/s or None (``model.temporal_confirm``): both rules use three keyframes
+            where they can, the velocity rule's ``confirm`` and the still rule's mean of two
+            displacements (``prev_motion``). Each frame's displacements are remembered for it.
     """
 
     classes: Sequence[str]
@@ -263,6 +293,7 @@ class TemporalStep:
     disagree: float = 1.0
     max_speed: dict | None = None
     min_speed: dict | None = None
+    confirm: float | None = None
     _last: dict = field(default_factory=dict, repr=False)
 
     def __call__(self, scene: str, timestamp: int, global_T_ego: Tensor,
@@ -276,14 +307,18 @@ class TemporalStep:
         out = dets
         dt = (timestamp - prev[0]) / 1e6 if prev is not None else 0.0
         use = prev is not None and 0 < dt <= self.max_dt
+        # Each detection's displacement since its partner in the previous frame (NaN: none).
+        motion = torch.full((len(glob), 2), math.nan, dtype=torch.float64)
         if use and (self.velocity or self.still):
             rule_args = (glob, labels, scores, *prev[1:4], dt, self.classes)
             # One pairing, by the network's velocities, for both rules (which then never touch
             # the same box: moving is at least the class's floor, still below half of it).
             pairs = pair_with_previous(*rule_args, min_score=self.min_score,
                                        max_speed=self.max_speed, min_speed=self.min_speed)
+            motion[pairs.rows] = pairs.velocity
         if use and self.velocity:
-            new, moving = velocity_from_previous(*rule_args, disagree=self.disagree, pairs=pairs)
+            new, moving = velocity_from_previous(*rule_args, disagree=self.disagree, pairs=pairs,
+                                                 prev_motion=prev[4], confirm=self.confirm)
             if bool(moving.any()):
                 ego = Boxes3D(new).transform(torch.linalg.inv(T)).tensor
                 boxes = out.boxes.tensor.clone()
@@ -299,7 +334,8 @@ class TemporalStep:
                 out = replace(out, boxes=Boxes3D(boxes), attributes=attrs)
                 glob = new
         if use and self.still:
-            still = still_from_previous(*rule_args, disagree=self.disagree, pairs=pairs)
+            still = still_from_previous(*rule_args, disagree=self.disagree, pairs=pairs,
+                                        prev_motion=None if self.confirm is None else prev[4])
             if bool(still.any()):
                 idx = torch.nonzero(still).squeeze(1)
                 boxes = out.boxes.tensor.clone()
@@ -319,10 +355,10 @@ class TemporalStep:
                                              weight=self.score_weight, gate=self.score_gate)
             out = replace(out, scores=new_scores.to(out.scores.device, out.scores.dtype))
         if prev is None or timestamp >= prev[0]:
-            self._last[scene] = (timestamp, glob, labels, scores)
+            self._last[scene] = (timestamp, glob, labels, scores, motion)
         return out
 
 
-__all__ = ["MAX_SPEED", "MIN_SPEED", "STILL_ATTRIBUTE", "Pairs", "TemporalStep",
+__all__ = ["CONFIRM_FREE", "MAX_SPEED", "MIN_SPEED", "STILL_ATTRIBUTE", "Pairs", "TemporalStep",
            "pair_with_previous", "score_from_previous", "still_from_previous",
            "velocity_from_previous"]

@@ -20,6 +20,15 @@ predicted heading is clearly negative is driving the other way, so its yaw turns
 drive forwards; the velocity vector itself is unchanged by the turn). And a box measured as
 moving gets the attribute that says so (vehicle.moving, cycle.with_rider).
 
+The converse, standing vehicles (``still_returns``, ``model.radar.still_returns``): a box that
+holds no moving return at all, and static ones seen along its heading, where a moving vehicle
+would show its speed, stands. The network, which reads the radar's velocity channels over the
+whole neighbourhood, gives parked buses and trucks beside traffic a speed (on the 24-scene
+synthetic val set a parked bus in five had one); their own returns say 0. Static returns alone
+prove little (the ground and clutter inside a moving bus's footprint return ~0 too: 19 on
+average there), so it is the absence of any moving return that decides, and a box seen from
+the side (line of sight across the heading, where motion shows no Doppler) is never measured.
+
 Boxes it cannot measure (fewer than ``min_returns`` agreeing moving returns with a line of sight
 close enough to the heading) keep the network's velocity and heading. The known failure: a
 parked vehicle's box that catches two agreeing moving returns not its own (a neighbour driving
@@ -37,6 +46,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from perception.models.temporal import STILL_ATTRIBUTE
 from perception.structures.boxes import Boxes3D
 from perception.structures.instances import Detections
 from perception.structures.labels import (
@@ -64,7 +74,7 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
                     classes: Sequence[str], *, margin: float = 0.5, min_returns: int = 2,
                     min_cos: float = 0.5, moving_speed: float = 0.5,
                     moving_states: Sequence[int] = MOVING_STATES, agree: float = 1.0,
-                    flip_speed: float = 1.0) -> Detections:
+                    flip_speed: float = 1.0, still_returns: int = 0) -> Detections:
     """Velocities (and headings) of ``dets``' vehicles from the radar returns inside their boxes.
 
     A box is measured from its *moving* returns only: the static world (road, kerbs, clutter)
@@ -91,6 +101,11 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
         flip_speed: m/s; a measured speed below ``-flip_speed`` turns the box's yaw by pi, and a
             measured speed above it in magnitude sets the moving attribute (when ``dets`` has
             attributes).
+        still_returns: > 0: a box with no moving return inside and at least this many static
+            returns (radial speed below ``moving_speed``) whose line of sight is within
+            ``acos(min_cos)`` of its heading is measured standing: where its velocity is
+            faster than ``flip_speed`` it becomes 0, and a moving attribute its family's
+            ``STILL_ATTRIBUTE``. 0: off.
     Returns:
         Detections with the refined boxes and attributes (same order, scores, labels).
     """
@@ -115,12 +130,16 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
     if "dyn_prop" in fields:
         state = pts[:, fields.index("dyn_prop")].round().long()
         moving &= torch.isin(state, torch.tensor(tuple(moving_states), device=state.device))
+    still_rows = None
+    if still_returns > 0:
+        still_rows = _still_boxes(boxes[sel].float(), xy, moving, speed < moving_speed,
+                                  still_returns, min_cos, margin)
     ray = comp[moving] / speed[moving, None]
     ray = ray * torch.where((ray * xy[moving]).sum(1) < 0, -1.0, 1.0)[:, None]
     radial = (comp[moving] * ray).sum(1)
     xy, lag = xy[moving], lag[moving]
     if len(xy) == 0:
-        return dets
+        return _set_still(dets, sel, still_rows, classes, flip_speed)
 
     b = boxes[sel].float()
     heading = torch.stack([torch.cos(b[:, 6]), torch.sin(b[:, 6])], 1)          # (N, 2)
@@ -155,4 +174,43 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
             out[row, 6] = torch.remainder(out[row, 6] + 2 * math.pi, 2 * math.pi) - math.pi  # + pi
         if attrs is not None and s.abs() > flip_speed:
             attrs[row] = _MOVING[attribute_prefix(classes[int(dets.labels[row])])]
-    return replace(dets, boxes=Boxes3D(out), attributes=attrs)
+    return _set_still(replace(dets, boxes=Boxes3D(out), attributes=attrs), sel, still_rows,
+                      classes, flip_speed)
+
+
+def _still_boxes(b: Tensor, xy: Tensor, moving: Tensor, static: Tensor, min_static: int,
+                 min_cos: float, margin: float) -> Tensor:
+    """(N,) bool: the boxes ``b`` that hold no moving return (whatever its line of sight) and
+    at least ``min_static`` static ones whose line of sight is within ``acos(min_cos)`` of the
+    box's heading, along which a vehicle that moved would show it."""
+    heading = torch.stack([torch.cos(b[:, 6]), torch.sin(b[:, 6])], 1)
+    d = xy[None] - b[:, None, :2]
+    along = (d * heading[:, None]).sum(-1)
+    across = d[..., 0] * -heading[:, None, 1] + d[..., 1] * heading[:, None, 0]
+    inside = (along.abs() <= b[:, 3:4] / 2 + margin) & (across.abs() <= b[:, 4:5] / 2 + margin)
+    # A static return has no Doppler direction: its line of sight is the ray from the ego
+    # origin (the radars sit within ~2.5 m of it; the boxes measured are metres away).
+    ray = xy / xy.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    usable = (heading @ ray.T).abs() >= min_cos
+    n_moving = (inside & moving[None]).sum(1)
+    n_static = (inside & usable & static[None]).sum(1)
+    return (n_moving == 0) & (n_static >= min_static)
+
+
+def _set_still(dets: Detections, sel: Tensor, still_rows: Tensor | None,
+               classes: Sequence[str], min_speed: float) -> Detections:
+    """``dets`` with the boxes ``sel[still_rows]`` that move faster than ``min_speed`` stopped:
+    velocity 0, and a moving attribute becomes its family's ``STILL_ATTRIBUTE``."""
+    if still_rows is None or not bool(still_rows.any()):
+        return dets
+    boxes = dets.boxes.tensor.clone()
+    rows = sel[still_rows]
+    rows = rows[boxes[rows, 7:9].norm(dim=1) > min_speed]
+    boxes[rows, 7:9] = 0.0
+    attrs = None if dets.attributes is None else dets.attributes.clone()
+    if attrs is not None:
+        for r in rows.tolist():
+            prefix = attribute_prefix(classes[int(dets.labels[r])])
+            if int(attrs[r]) == _MOVING[prefix]:
+                attrs[r] = ATTRIBUTE_NAMES.index(STILL_ATTRIBUTE[prefix])
+    return replace(dets, boxes=Boxes3D(boxes), attributes=attrs)
