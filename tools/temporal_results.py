@@ -1,12 +1,13 @@
 """The temporal step (``model.temporal_velocity``, ``model.temporal_score``) on a results file.
 
     python tools/temporal_results.py RESULTS_JSON --dataroot D --version V --split S --out DIR \\
-        [--min-score 0.3] [--disagree 1.0] [--no-velocity] [--still] [--score-weight W]
-        [--metrics fast|devkit|check|none]
+        [--min-score 0.3] [--disagree 1.0] [--no-velocity] [--still] [--confirm C]
+        [--score-weight W] [--metrics fast|devkit|check|none]
 
 The step ``perception eval`` runs (``perception.models.temporal.TemporalStep``: the velocity
-rule, with ``--still`` the still rule (``model.temporal_still``), with ``--score-weight`` the
-score step), here on a submission's boxes, which are already in the global frame: per scene,
+rule, with ``--still`` the still rule (``model.temporal_still``), with ``--confirm`` both
+looking three keyframes back (``model.temporal_confirm``), with ``--score-weight`` the score
+step), here on a submission's boxes, which are already in the global frame: per scene,
 keyframe after keyframe, each detection is matched to the previous keyframe's. It writes
 DIR/results_nusc.json and, unless ``--metrics none``, DIR/metrics_summary.json with the metrics
 printed. Uses: adding the step to results from another

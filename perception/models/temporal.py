@@ -66,11 +66,11 @@ _MOVING = {"vehicle.": ATTRIBUTE_NAMES.index("vehicle.moving"),
 # 5,429 parked and 1,038 stopped, so for cars, trucks and trailers too; buses, 27 stopped and
 # 18 parked, and construction vehicles, 16 stopped, are too few to go by. Cycles are without a
 # rider when still, pedestrians standing).
+STILL_ATTRIBUTE = {"vehicle.": "vehicle.parked", "cycle.": "cycle.without_rider",
+                   "pedestrian.": "pedestrian.standing"}
 # A displacement of at least this many times its class's floor is beyond the jitter of two
 # centre estimates (2.25 m over 0.5 s for a car) and needs no confirmation (``confirm``).
 CONFIRM_FREE = 3.0
-STILL_ATTRIBUTE = {"vehicle.": "vehicle.parked", "cycle.": "cycle.without_rider",
-                   "pedestrian.": "pedestrian.standing"}
 
 
 def _nearest_pairs(dist: Tensor) -> tuple[Tensor, Tensor]:
@@ -312,7 +312,9 @@ class TemporalStep:
         if use and (self.velocity or self.still):
             rule_args = (glob, labels, scores, *prev[1:4], dt, self.classes)
             # One pairing, by the network's velocities, for both rules (which then never touch
-            # the same box: moving is at least the class's floor, still below half of it).
+            # the same box: moving is at least the class's floor, still below half of it; with
+            # ``confirm`` the still rule's mean of two displacements can be below it where the
+            # last one is above, and the still rule, run second, has the last word).
             pairs = pair_with_previous(*rule_args, min_score=self.min_score,
                                        max_speed=self.max_speed, min_speed=self.min_speed)
             motion[pairs.rows] = pairs.velocity
