@@ -223,22 +223,27 @@ def test_predict_refines_only_frames_that_use_radar(kit):
                                model.predict(batch, modalities=("camera", "lidar"))[0].boxes.tensor)
 
 
+def real_scene_frames():
+    """scene-0916's keyframes, one radar sweep per sensor: per frame its returns (all sensors),
+    their field names and its labelled ground-truth boxes (float32) with their labels."""
+    ds = NuScenesDataset(DATAROOT, VERSION, "mini_val", sweeps=1, radar_sweeps=1,
+                         modalities=("radar",))
+    for i in range(len(ds)):
+        frame = ds[i]
+        points = torch.cat([s.points for s in frame.radars.values()])
+        fields = next(iter(frame.radars.values())).fields
+        keep = frame.gt.labels >= 0
+        yield points, fields, frame.gt.boxes.tensor[keep].float(), frame.gt.labels[keep]
+
+
 @needs_scene
 def test_on_the_real_scene_only_moving_vehicles_are_measured_and_close():
     """scene-0916's ground-truth boxes as detections with their velocities zeroed: the real radar
     returns (one sweep per sensor) measure the moving bus to within 1.2 m/s and leave every
     parked vehicle alone (real radars report many 'unknown'-state returns with spurious Doppler:
     ``MOVING_STATES``)."""
-    ds = NuScenesDataset(DATAROOT, VERSION, "mini_val", sweeps=1, radar_sweeps=1,
-                         modalities=("radar",))
     measured, wrong_static, errors = 0, 0, []
-    for i in range(len(ds)):
-        frame = ds[i]
-        points = torch.cat([s.points for s in frame.radars.values()])
-        fields = next(iter(frame.radars.values())).fields
-        gt = frame.gt
-        keep = gt.labels >= 0
-        boxes, labels = gt.boxes.tensor[keep].float(), gt.labels[keep]
+    for points, fields, boxes, labels in real_scene_frames():
         truth = boxes[:, 7:9].clone()
         boxes[:, 7:9] = 0.0
         d = Detections(Boxes3D(boxes), torch.ones(len(boxes)), labels)
@@ -259,16 +264,8 @@ def test_on_the_real_scene_still_returns_stop_parked_vehicles_and_no_moving_one(
     2 m/s along its heading: the real radar's static returns stop 258 of the 1,826 (the others
     hold too few returns seen along their heading) and no moving object (38 faster than 1 m/s)
     loses its speed."""
-    ds = NuScenesDataset(DATAROOT, VERSION, "mini_val", sweeps=1, radar_sweeps=1,
-                         modalities=("radar",))
     zeroed_static, zeroed_moving, faked = 0, 0, 0
-    for i in range(len(ds)):
-        frame = ds[i]
-        points = torch.cat([s.points for s in frame.radars.values()])
-        fields = next(iter(frame.radars.values())).fields
-        gt = frame.gt
-        keep = gt.labels >= 0
-        b, labels = gt.boxes.tensor[keep].float(), gt.labels[keep]
+    for points, fields, b, labels in real_scene_frames():
         speed = torch.nan_to_num(b[:, 7:9].norm(dim=1), nan=0.0)
         b[:, 7:9] = torch.nan_to_num(b[:, 7:9])
         refined = torch.tensor([DETECTION_CLASSES[int(k)] in REFINED_CLASSES for k in labels])

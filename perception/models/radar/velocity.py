@@ -143,14 +143,12 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
         return _set_still(dets, sel, still_rows, classes, flip_speed)
 
     b = boxes[sel].float()
-    heading = torch.stack([torch.cos(b[:, 6]), torch.sin(b[:, 6])], 1)          # (N, 2)
+    heading, d, along, across = _box_frame(b, xy)
     cos = heading @ ray.T                                                      # (N, R)
     usable = cos.abs() >= min_cos
     estimate = radial[None] / torch.where(usable, cos, torch.ones_like(cos))   # (N, R) speed
-    d = xy[None] - b[:, None, :2]
     # Undo the motion since the return was taken: it lies estimate * lag behind the box.
-    along = (d * heading[:, None]).sum(-1) + estimate * lag[None]
-    across = d[..., 0] * -heading[:, None, 1] + d[..., 1] * heading[:, None, 0]
+    along = along + estimate * lag[None]
     inside = (usable & (along.abs() <= b[:, 3:4] / 2 + margin)
               & (across.abs() <= b[:, 4:5] / 2 + margin))
     # A return inside several boxes belongs to the nearest centre.
@@ -179,15 +177,23 @@ def refine_velocity(dets: Detections, points: Tensor, fields: Sequence[str],
                       classes, flip_speed)
 
 
+def _box_frame(b: Tensor, xy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Boxes ``b`` (N, 9) against returns ``xy`` (R, 2): each box's unit heading (N, 2), the
+    offsets of the returns from its centre (N, R, 2) and their components along and across its
+    heading (N, R) each."""
+    heading = torch.stack([torch.cos(b[:, 6]), torch.sin(b[:, 6])], 1)
+    d = xy[None] - b[:, None, :2]
+    along = (d * heading[:, None]).sum(-1)
+    across = d[..., 0] * -heading[:, None, 1] + d[..., 1] * heading[:, None, 0]
+    return heading, d, along, across
+
+
 def _still_boxes(b: Tensor, xy: Tensor, moving: Tensor, static: Tensor, min_static: int,
                  min_cos: float, margin: float) -> Tensor:
     """(N,) bool: the boxes ``b`` that hold no moving return (whatever its line of sight) and
     at least ``min_static`` static ones whose line of sight is within ``acos(min_cos)`` of the
     box's heading, along which a vehicle that moved would show it."""
-    heading = torch.stack([torch.cos(b[:, 6]), torch.sin(b[:, 6])], 1)
-    d = xy[None] - b[:, None, :2]
-    along = (d * heading[:, None]).sum(-1)
-    across = d[..., 0] * -heading[:, None, 1] + d[..., 1] * heading[:, None, 0]
+    heading, _, along, across = _box_frame(b, xy)
     inside = (along.abs() <= b[:, 3:4] / 2 + margin) & (across.abs() <= b[:, 4:5] / 2 + margin)
     # A static return has no Doppler direction: its line of sight is the ray from the ego
     # origin (the radars sit within ~2.5 m of it; the boxes measured are metres away).
