@@ -112,6 +112,48 @@ def test_probe_velocity_on_the_real_scene(tmp_path, capsys):
 
 
 @needs_scene
+def test_confusions_on_the_real_scene(tmp_path, capsys):
+    """scene-0916's ground truth as detections: every box found as itself, no false positive;
+    the cars relabelled as trucks: each car taken for a truck, and each of those trucks a
+    false one beside a car (distance 0); an unknown class is refused."""
+    from nuscenes import NuScenes
+    from nuscenes.eval.common.loaders import load_gt
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    tool = load_tool("confusions")
+    gt = load_gt(NuScenes(version=VERSION, dataroot=str(DATAROOT), verbose=False), "mini_val",
+                 DetectionBox, verbose=False)
+    rows = {token: [{"sample_token": token, "translation": list(b.translation),
+                     "size": list(b.size), "rotation": list(b.rotation),
+                     "velocity": list(b.velocity), "detection_name": b.detection_name,
+                     "detection_score": 0.9, "attribute_name": b.attribute_name}
+                    for b in gt[token] if b.num_pts > 0]      # the metrics drop those without
+                for token in gt.sample_tokens}
+    common = ["--dataroot", str(DATAROOT), "--version", VERSION, "--split", "mini_val"]
+    right = tmp_path / "right.json"
+    right.write_text(json.dumps({"meta": {}, "results": rows}))
+    assert tool.main([str(right), *common, "--class", "car", "--class", "pedestrian"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    n_car = int(out[0].split()[1])
+    assert n_car > 0
+    assert out[0].endswith(f": car {n_car}") and ", 0 with no car within 2 m" in out[1]
+    assert out[1].endswith("ground truth within 6 m: -")
+    relabelled = {}
+    for token, boxes in rows.items():
+        relabelled[token] = [{**b, "detection_name": "truck"} if b["detection_name"] == "car"
+                             else b for b in boxes]
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"meta": {}, "results": relabelled}))
+    assert tool.main([str(wrong), *common, "--class", "car", "--class", "truck"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(f": truck {n_car}")                  # every car taken for a truck
+    assert f", {n_car} with no truck within 2 m" in out[3]
+    assert out[3].endswith(f"ground truth within 6 m: car {n_car}")
+    assert tool.main([str(wrong), *common, "--class", "bus_stop"]) == 2
+    assert "unknown class 'bus_stop'" in capsys.readouterr().err
+
+
+@needs_scene
 def test_temporal_results_on_the_real_scene(tmp_path, capsys):
     """scene-0916's ground truth as detections with velocities zeroed: the tool gives the moving
     boxes their velocity back from the keyframe-to-keyframe displacement (the parked ones stay
