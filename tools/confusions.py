@@ -34,8 +34,7 @@ def confusions(gt, pred, classes: list[str], names: list[str], *, min_score: flo
     keep = pred.score >= min_score
     # The two may list the frames in different orders: the predictions' frames as ground truth's.
     pos = {tok: i for i, tok in enumerate(gt.sample_tokens)}
-    frame = np.array([pos[t] for t in pred.sample_tokens], np.int64)[pred.sample] \
-        if len(pred.sample) else np.zeros(0, np.int64)
+    frame = np.array([pos[t] for t in pred.sample_tokens], np.int64)[pred.sample]
     by_frame_pred = {s: np.nonzero(keep & (frame == s))[0] for s in np.unique(frame)}
     by_frame_gt = {s: np.nonzero(gt.sample == s)[0] for s in np.unique(gt.sample)}
     empty = np.zeros(0, np.int64)
