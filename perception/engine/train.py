@@ -16,7 +16,9 @@ checks this); on CUDA, bitwise equality also needs deterministic kernels
 (``train.deterministic``), which spconv and scatter-adds only approximate.
 
 A run may start from another run's weights (``train.init_from``: a fine-tune, or a second
-phase with other losses); the optimizer, schedule and data order then start afresh.
+phase with other losses; ``train.init_partial``: from a model of other sensors, e.g. the LiDAR
+path of a fusion model from the LiDAR model); the optimizer, schedule and data order then start
+afresh.
 
 Work dir layout: ``config.yaml`` (the resolved config), ``log.csv``, ``iter_N.pt``,
 ``latest.pt``, and the GT-paste database when pasting is on.
@@ -292,11 +294,24 @@ def _resolve_device(device) -> torch.device:
     return torch.device(device)
 
 
-def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+# Tensors indexed by modality along their first dimension (the order of ``model.modalities``):
+# a partial start maps their rows by sensor name.
+MODALITY_ROWS = ("fuser.embed", "fuser.channel_logits")
+
+
+def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
+                 partial: bool = False) -> dict[str, int]:
     """Load ``train.init_from``'s weights into ``model``: every tensor, of the same shapes,
     or a ``ValueError`` naming the file and the tensors that differ. A model with
     ``fusion.subset_heads`` from a file without them: each subset head starts from the file's
-    head; with ``fusion.subset_norm_stats``, the statistics start as the file's."""
+    head; with ``fusion.subset_norm_stats``, the statistics start as the file's.
+
+    ``partial`` (``train.init_partial``): a file of another sensor set (a LiDAR model into a
+    fusion model): each tensor the file has under the model's name and shape is loaded; rows
+    of the per-modality tensors (``MODALITY_ROWS``) by sensor name; the rest (an encoder the
+    file lacks) keeps its fresh initialisation, and tensors of the file the model lacks are
+    ignored. A tensor there under both names with another shape is still an error.
+    Returns ``{"loaded": n, "fresh": n}`` (tensors)."""
     from perception.engine.checkpoint import model_state
 
     path = Path(path)
@@ -309,11 +324,54 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
             if source in state:
                 state[name] = state[source]
     state = model.with_missing_stats(state)
+    if partial:
+        state = _partial_state(model, state, path)
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        own.update(state)
+        model.load_state_dict(own)
+        return {"loaded": len(state), "fresh": len(missing)}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:     # torch lists the missing, unexpected and resized tensors
         raise ValueError(f"train.init_from: {path} holds another architecture than the config "
                          f"builds: {err}") from None
+    return {"loaded": len(state), "fresh": 0}
+
+
+def _partial_state(model: torch.nn.Module, state: dict, path: Path) -> dict:
+    """The tensors of ``state`` that fit ``model`` (``init_weights(partial=True)``)."""
+    from perception.engine.checkpoint import load_checkpoint
+
+    own = model.state_dict()
+    mine = list(model.modalities)
+    theirs = None
+    out, resized = {}, []
+    for name, value in state.items():
+        if name not in own:
+            continue
+        if name in MODALITY_ROWS:
+            if theirs is None:
+                theirs = list(load_checkpoint(path)["config"]["model"]["modalities"])
+            rows = own[name].clone()
+            if value.shape[1:] != rows.shape[1:] or len(value) != len(theirs):
+                resized.append(name)
+                continue
+            for i, m in enumerate(mine):
+                if m in theirs:
+                    rows[i] = value[theirs.index(m)]
+            out[name] = rows
+        elif value.shape == own[name].shape:
+            out[name] = value
+        else:
+            resized.append(name)
+    if resized:
+        raise ValueError(f"train.init_from: {path} has tensors of other shapes than the config "
+                         f"builds (another architecture, not only other sensors): "
+                         f"{resized[:8]}")
+    if not out:
+        raise ValueError(f"train.init_from: {path} has no tensor the model shares")
+    return out
 
 
 def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after: int | None = None,
@@ -371,7 +429,10 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
         start = int(ck["iteration"])
         restored_rng = ck["rng"]
     elif t.init_from:
-        init_weights(model, t.init_from)
+        counts = init_weights(model, t.init_from, partial=t.init_partial)
+        if t.init_partial and progress:
+            print(f"train.init_from {t.init_from}: {counts['loaded']} tensors loaded, "
+                  f"{counts['fresh']} start fresh")
     save_config(cfg, work_dir / "config.yaml")
 
     end = t.max_iters if stop_after is None else min(t.max_iters, int(stop_after))

@@ -518,6 +518,10 @@ class TrainConfig:
             second phase with other losses). Only the model's weights are read; the optimizer,
             schedule and data order start afresh from ``seed``. ``--resume`` ignores it (the
             checkpoint it resumes holds the weights). None = random initialisation.
+        init_partial: ``init_from`` a model of other sensors: the tensors it shares with this
+            one by name and shape are loaded (per-modality rows by sensor name), the rest
+            start fresh (e.g. a fusion model whose LiDAR path, fuser and head start as the
+            LiDAR model's). False = every tensor must match.
     """
 
     batch_size: int = 1
@@ -537,6 +541,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_interval: int = 10
     init_from: str | None = None
+    init_partial: bool = False
 
     def __post_init__(self):
         if self.batch_size < 1 or self.max_iters < 1:

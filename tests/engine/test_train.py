@@ -286,6 +286,51 @@ def test_init_from_starts_from_another_runs_weights(tmp_path, ekit, nusc):
         train(ekit.make_config(data), tmp_path / "e", progress=False, nusc=nusc)
 
 
+def test_init_partial_starts_a_fusion_model_from_a_single_sensor_model(tmp_path, ekit, nusc):
+    """``train.init_partial``: a fusion model from a LiDAR model's file, at learning rate 0,
+    ends with that file's LiDAR encoder, fuser and head (the LiDAR row of the per-modality
+    embedding), while the camera and radar encoders start fresh; without ``init_partial`` the
+    same file is an error, and so is one of other layer widths even with it."""
+    data = ekit.tiny_experiment(max_iters=1, checkpoint_interval=1)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    data["model"]["modalities"] = ["lidar"]
+    train(ekit.make_config(data), tmp_path / "lidar", progress=False, nusc=nusc)
+    source = load_checkpoint(tmp_path / "lidar" / "latest.pt")["model"]
+
+    data["model"]["modalities"] = ["camera", "lidar", "radar"]
+    data["train"].update(init_from=str(tmp_path / "lidar" / "latest.pt"), init_partial=True,
+                         lr=0.0, seed=1)
+    train(ekit.make_config(data), tmp_path / "fusion", progress=False, nusc=nusc)
+    fused = load_checkpoint(tmp_path / "fusion" / "latest.pt")["model"]
+    shared = [k for k in source if k in fused and k != "fuser.embed"
+              and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert any(k.startswith("encoders.lidar.") for k in shared)
+    assert any(k.startswith("head.") for k in shared)
+    for name in shared:
+        assert torch.equal(fused[name], source[name]), name
+    assert torch.equal(fused["fuser.embed"][1], source["fuser.embed"][0])
+    assert not torch.equal(fused["fuser.embed"][0], source["fuser.embed"][0])
+    assert any(k.startswith("encoders.camera.") for k in fused)
+    assert not any(k.startswith(("encoders.camera.", "encoders.radar.")) for k in source)
+    # The same fusion run from scratch (same seed): its LiDAR path is not the file's, its
+    # camera and radar encoders are the warm run's (those started fresh).
+    data["train"].update(init_from=None, init_partial=False)
+    train(ekit.make_config(data), tmp_path / "scratch", progress=False, nusc=nusc)
+    scratch = load_checkpoint(tmp_path / "scratch" / "latest.pt")["model"]
+    assert any(not torch.equal(scratch[k], source[k]) for k in shared)
+    fresh = [k for k in fused if k.startswith(("encoders.camera.", "encoders.radar."))
+             and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert fresh and all(torch.equal(fused[k], scratch[k]) for k in fresh)
+
+    data["train"].update(init_from=str(tmp_path / "lidar" / "latest.pt"))
+    with pytest.raises(ValueError, match="holds another architecture"):
+        train(ekit.make_config(data), tmp_path / "strict", progress=False, nusc=nusc)
+    data["train"]["init_partial"] = True
+    data["model"]["head"]["head_channels"] = 8
+    with pytest.raises(ValueError, match=r"latest\.pt has tensors of other shapes.*head\."):
+        train(ekit.make_config(data), tmp_path / "wide", progress=False, nusc=nusc)
+
+
 def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
                                                               monkeypatch):
     """A NaN loss at iteration 2 stops training there, with an error
