@@ -342,6 +342,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
 def _partial_state(model: torch.nn.Module, state: dict, path: Path) -> dict:
     """The tensors of ``state`` that fit ``model`` (``init_weights(partial=True)``)."""
     from perception.engine.checkpoint import load_checkpoint
+    from perception.models.config import MODALITIES
 
     own = model.state_dict()
     mine = list(model.modalities)
@@ -351,8 +352,9 @@ def _partial_state(model: torch.nn.Module, state: dict, path: Path) -> dict:
         if name not in own:
             continue
         if name in MODALITY_ROWS:
-            if theirs is None:
-                theirs = list(load_checkpoint(path)["config"]["model"]["modalities"])
+            if theirs is None:      # the order build_model gives them, whatever the file's
+                listed = load_checkpoint(path)["config"]["model"]["modalities"]
+                theirs = [m for m in MODALITIES if m in listed]
             rows = own[name].clone()
             if value.shape[1:] != rows.shape[1:] or len(value) != len(theirs):
                 resized.append(name)

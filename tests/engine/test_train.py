@@ -330,6 +330,20 @@ def test_init_partial_starts_a_fusion_model_from_a_single_sensor_model(tmp_path,
     with pytest.raises(ValueError, match=r"latest\.pt has tensors of other shapes.*head\."):
         train(ekit.make_config(data), tmp_path / "wide", progress=False, nusc=nusc)
 
+    # A two-sensor file whose config lists its sensors in another order than the model holds
+    # them: the embedding's rows still go by sensor (camera, then LiDAR).
+    data["model"]["head"]["head_channels"] = 16
+    data["model"]["modalities"] = ["lidar", "camera"]
+    data["train"].update(init_from=None, init_partial=False, lr=2e-4)
+    train(ekit.make_config(data), tmp_path / "camera_lidar", progress=False, nusc=nusc)
+    pair = load_checkpoint(tmp_path / "camera_lidar" / "latest.pt")["model"]["fuser.embed"]
+    data["model"]["modalities"] = ["camera", "lidar", "radar"]
+    data["train"].update(init_from=str(tmp_path / "camera_lidar" / "latest.pt"),
+                         init_partial=True, lr=0.0)
+    train(ekit.make_config(data), tmp_path / "fusion2", progress=False, nusc=nusc)
+    rows = load_checkpoint(tmp_path / "fusion2" / "latest.pt")["model"]["fuser.embed"]
+    assert torch.equal(rows[:2], pair)
+
 
 def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
                                                               monkeypatch):
