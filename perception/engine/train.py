@@ -317,7 +317,8 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"train.init_from: no file {path}")
-    state = model_state(str(path))
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    state = model_state(raw)
     for name in model.state_dict():
         if name.startswith("subset_heads.") and name not in state:
             source = "head." + name.split(".", 2)[2]
@@ -325,7 +326,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
                 state[name] = state[source]
     state = model.with_missing_stats(state)
     if partial:
-        state = _partial_state(model, state, path)
+        state = _partial_state(model, state, path, raw.get("config"))
         own = model.state_dict()
         missing = [k for k in own if k not in state]
         own.update(state)
@@ -339,22 +340,26 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
     return {"loaded": len(state), "fresh": 0}
 
 
-def _partial_state(model: torch.nn.Module, state: dict, path: Path) -> dict:
-    """The tensors of ``state`` that fit ``model`` (``init_weights(partial=True)``)."""
-    from perception.engine.checkpoint import load_checkpoint
+def _partial_state(model: torch.nn.Module, state: dict, path: Path,
+                   config: dict | None) -> dict:
+    """The tensors of ``state`` that fit ``model`` (``init_weights(partial=True)``); ``config``
+    is the file's training config, which says whose rows its per-modality tensors hold."""
     from perception.models.config import MODALITIES
 
     own = model.state_dict()
     mine = list(model.modalities)
-    theirs = None
     out, resized = {}, []
     for name, value in state.items():
         if name not in own:
             continue
         if name in MODALITY_ROWS:
-            if theirs is None:      # the order build_model gives them, whatever the file's
-                listed = load_checkpoint(path)["config"]["model"]["modalities"]
-                theirs = [m for m in MODALITIES if m in listed]
+            if config is None:
+                raise ValueError(f"train.init_from: {path} is a bare state dict; a partial "
+                                 f"start needs a checkpoint or exported model file, whose "
+                                 f"config names the sensors of {name}'s rows")
+            listed = config["model"]["modalities"]
+            # the order build_model gives them, whatever the order the file's config lists
+            theirs = [m for m in MODALITIES if m in listed]
             rows = own[name].clone()
             if value.shape[1:] != rows.shape[1:] or len(value) != len(theirs):
                 resized.append(name)

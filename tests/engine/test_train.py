@@ -336,13 +336,24 @@ def test_init_partial_starts_a_fusion_model_from_a_single_sensor_model(tmp_path,
     data["model"]["modalities"] = ["lidar", "camera"]
     data["train"].update(init_from=None, init_partial=False, lr=2e-4)
     train(ekit.make_config(data), tmp_path / "camera_lidar", progress=False, nusc=nusc)
-    pair = load_checkpoint(tmp_path / "camera_lidar" / "latest.pt")["model"]["fuser.embed"]
+    # Rows told apart (a fresh channel_logits is zeros, and one step may leave it so).
+    ck = load_checkpoint(tmp_path / "camera_lidar" / "latest.pt")
+    logits = ck["model"]["fuser.channel_logits"]
+    ck["model"]["fuser.channel_logits"] = torch.arange(logits.numel()).view_as(logits) + 1.0
+    torch.save(ck, tmp_path / "camera_lidar" / "latest.pt")
+    pair = ck["model"]
     data["model"]["modalities"] = ["camera", "lidar", "radar"]
     data["train"].update(init_from=str(tmp_path / "camera_lidar" / "latest.pt"),
                          init_partial=True, lr=0.0)
     train(ekit.make_config(data), tmp_path / "fusion2", progress=False, nusc=nusc)
-    rows = load_checkpoint(tmp_path / "fusion2" / "latest.pt")["model"]["fuser.embed"]
-    assert torch.equal(rows[:2], pair)
+    rows = load_checkpoint(tmp_path / "fusion2" / "latest.pt")["model"]
+    for name in ("fuser.embed", "fuser.channel_logits"):
+        assert torch.equal(rows[name][:2], pair[name]), name
+    # A bare state dict does not say whose rows those are.
+    torch.save(pair, tmp_path / "bare.pt")
+    data["train"]["init_from"] = str(tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match=r"bare\.pt is a bare state dict.*fuser\.embed"):
+        train(ekit.make_config(data), tmp_path / "fusion3", progress=False, nusc=nusc)
 
 
 def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
