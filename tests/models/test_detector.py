@@ -504,7 +504,9 @@ def test_shipped_checkpoint_matches_its_config(name):
     """data/checkpoints/synthetic_NAME.pt: at most 15 MB, trained as configs/synthetic/NAME.yaml
     describes the model (so `perception eval configs/synthetic/NAME.yaml --checkpoint ...` and
     `make demo` build the model it was trained as), by the one recipe of tools/train_synthetic.sh
-    (same schedule, budget and data for all five), and its weights load strictly."""
+    (same schedule, budget and data for all five; a second phase starts the models with LiDAR
+    from the first phase's LiDAR model, the others from their own), and its weights load
+    strictly."""
     from perception.engine.checkpoint import model_state
 
     path = CONFIGS.parent / "data" / "checkpoints" / f"synthetic_{name}.pt"
@@ -527,7 +529,15 @@ def test_shipped_checkpoint_matches_its_config(name):
     # that run did) is not a difference.
     resolved = [config_to_dict(config_from_dict(ExperimentConfig, ck["config"]))
                 for ck in (shipped, fusion)]
+    starts = [r["train"].pop("init_from") for r in resolved]
     for key in ("train", "data"):
         assert resolved[0][key] == resolved[1][key], f"{name}: {key} differs from fusion's"
+    if starts[1] is None:       # one phase: every model from scratch
+        assert starts[0] is None, f"{name}: started from {starts[0]}, the fusion model fresh"
+    else:                       # tools/train_synthetic.sh with FIRST=DIR
+        first = "lidar" if "lidar" in cfg.model.modalities else name
+        assert Path(starts[0]).name == f"synthetic_{first}.pt", starts[0]
+        assert Path(starts[0]).parent == Path(starts[1]).parent, (starts, "one first phase")
+        assert resolved[0]["train"]["init_partial"]
     model = build_model(cfg.model)
     model.load_state_dict(model_state(path))     # strict: every tensor present, same shapes
