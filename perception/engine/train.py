@@ -296,11 +296,11 @@ def _resolve_device(device) -> torch.device:
 
 # Tensors indexed by modality along their first dimension (the order of ``model.modalities``):
 # a partial start maps their rows by sensor name.
-MODALITY_ROWS = ("fuser.embed", "fuser.channel_logits")
+MODALITY_ROWS = ("fuser.embed", "fuser.channel_logits", "fuser.modality_bias")
 
 
 def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
-                 partial: bool = False) -> dict[str, int]:
+                 partial: bool = False, favour: float = 0.0) -> dict[str, int]:
     """Load ``train.init_from``'s weights into ``model``: every tensor, of the same shapes,
     or a ``ValueError`` naming the file and the tensors that differ. A model with
     ``fusion.subset_heads`` from a file without them: each subset head starts from the file's
@@ -311,6 +311,10 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
     of the per-modality tensors (``MODALITY_ROWS``) by sensor name; the rest (an encoder the
     file lacks) keeps its fresh initialisation, and tensors of the file the model lacks are
     ignored. A tensor there under both names with another shape is still an error.
+    ``favour`` (``train.init_favour``, partial only): the rows of the file's sensors in the
+    fuser's per-sensor logits (``FAVOURED_ROWS``) start that much higher than the fresh
+    sensors' (the stored values are scaled by the fuser's gain), so that the model starts as
+    the file's model on frames with the file's sensors.
     Returns ``{"loaded": n, "fresh": n}`` (tensors)."""
     from perception.engine.checkpoint import model_state
 
@@ -330,6 +334,8 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
         own = model.state_dict()
         missing = [k for k in own if k not in state]
         own.update(state)
+        if favour:
+            _favour_rows(model, own, path, raw.get("config"), favour)
         model.load_state_dict(own)
         return {"loaded": len(state), "fresh": len(missing)}
     try:
@@ -379,6 +385,33 @@ def _partial_state(model: torch.nn.Module, state: dict, path: Path,
     if not out:
         raise ValueError(f"train.init_from: {path} has no tensor the model shares")
     return out
+
+
+FAVOURED_ROWS = ("fuser.channel_logits", "fuser.modality_bias")
+
+
+def _favour_rows(model: torch.nn.Module, own: dict, path: Path, config: dict | None,
+                 favour: float) -> None:
+    """``init_weights(favour=...)``: raise the rows of the file's sensors in ``own``'s
+    ``FAVOURED_ROWS`` by ``favour`` (in logits, i.e. after the fuser's gain)."""
+    from perception.models.config import MODALITIES
+
+    if config is None:
+        raise ValueError(f"train.init_favour: {path} is a bare state dict; its config must "
+                         "say which sensors it has")
+    theirs = set(config["model"]["modalities"])
+    mine = list(model.modalities)
+    rows = [i for i, m in enumerate(mine) if m in theirs]
+    names = [n for n in FAVOURED_ROWS if n in own]
+    if not names or len(rows) == len(mine):
+        raise ValueError(f"train.init_favour: nothing to favour: the model's sensors "
+                         f"{[m for m in MODALITIES if m in mine]} and {path}'s "
+                         f"{sorted(theirs)}; it needs a fusion model and a file with fewer "
+                         "sensors")
+    gain = model.fuser.CHANNEL_LOGIT_GAIN
+    for name in names:
+        own[name] = own[name].clone()
+        own[name][rows] += favour / gain
 
 
 def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after: int | None = None,
@@ -436,7 +469,8 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
         start = int(ck["iteration"])
         restored_rng = ck["rng"]
     elif t.init_from:
-        counts = init_weights(model, t.init_from, partial=t.init_partial)
+        counts = init_weights(model, t.init_from, partial=t.init_partial,
+                              favour=t.init_favour)
         if t.init_partial and progress:
             print(f"train.init_from {t.init_from}: {counts['loaded']} tensors loaded, "
                   f"{counts['fresh']} start fresh")

@@ -195,6 +195,11 @@ class FusionConfig:
             towards the features of frames without LiDAR, which every frame is then
             normalised with at test time (docs/results.md, "BatchNorm statistics per sensor
             set"). A file trained without them gets them from ``tools/bn_recalibrate.py``.
+        modality_bias: a learned preference per sensor and attention head, added to the fuser's
+            per-cell attention logits (zero at a fresh start). With ``train.init_favour`` a
+            fusion model started from a model of fewer sensors (``train.init_partial``) begins
+            as that model: the attention and the channel weights favour its sensors, and the
+            others gain weight as training finds them useful (docs/training.md).
     """
 
     channels: int = 128
@@ -210,6 +215,7 @@ class FusionConfig:
     subset_code_weights: tuple[float, ...] | None = None
     subset_heads: bool = False
     subset_norm_stats: bool = False
+    modality_bias: bool = False
 
     def __post_init__(self):
         _check_dropout_rates("fusion.modality_dropout", self.modality_dropout)
@@ -522,6 +528,13 @@ class TrainConfig:
             one by name and shape are loaded (per-modality rows by sensor name), the rest
             start fresh (e.g. a fusion model whose LiDAR path, fuser and head start as the
             LiDAR model's). False = every tensor must match.
+        init_favour: with ``init_partial``, from a file of fewer sensors than the model: the
+            fuser's per-sensor logits (``fuser.channel_logits`` and, with
+            ``fusion.modality_bias``, the attention's) start this much higher for the file's
+            sensors than for the fresh ones, so that the fused feature starts as (nearly) the
+            file's model's and the fresh encoders' noise does not dilute it (5: the file's
+            sensor takes ~99 % of each channel's weight beside two fresh ones). 0 = no
+            preference (every sensor weighted alike at the start).
     """
 
     batch_size: int = 1
@@ -542,6 +555,7 @@ class TrainConfig:
     log_interval: int = 10
     init_from: str | None = None
     init_partial: bool = False
+    init_favour: float = 0.0
 
     def __post_init__(self):
         if self.batch_size < 1 or self.max_iters < 1:
@@ -550,6 +564,10 @@ class TrainConfig:
             raise ValueError(f"warmup is a fraction of max_iters in [0, 1), got {self.warmup}")
         if self.checkpoint_interval < 1 or self.log_interval < 1:
             raise ValueError("checkpoint_interval and log_interval must be >= 1")
+        if self.init_favour < 0 or (self.init_favour and not self.init_partial):
+            raise ValueError("train.init_favour must be >= 0 and needs train.init_partial "
+                             f"(a start from a file of fewer sensors), got {self.init_favour}"
+                             f" with init_partial {self.init_partial}")
 
 
 @dataclass(frozen=True)

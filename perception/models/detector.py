@@ -479,7 +479,7 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
     f = cfg.fusion
     fuser = AttentionFuser(in_channels={m: e.out_channels for m, e in encoders.items()},
                            channels=f.channels, heads=f.heads, context_blocks=f.context_blocks,
-                           context_scales=f.context_scales)
+                           context_scales=f.context_scales, modality_bias=f.modality_bias)
     h = cfg.head
 
     def build_head() -> CenterHead:

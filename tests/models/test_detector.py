@@ -542,3 +542,62 @@ def test_shipped_checkpoint_matches_its_config(name):
         assert resolved[0]["train"]["init_partial"]
     model = build_model(cfg.model)
     model.load_state_dict(model_state(path))     # strict: every tensor present, same shapes
+
+
+def test_init_favour_starts_a_fusion_model_as_the_lidar_model_it_comes_from(kit, tmp_path):
+    """``train.init_favour`` with ``fusion.modality_bias``: a fusion model started from a LiDAR
+    model's file (``init_partial``) gives that model's head outputs on a frame with LiDAR,
+    although its camera and radar encoders are fresh; without the favour, or with it on the
+    channel weights only (no attention bias), the fresh sensors change them."""
+    from perception.engine.checkpoint import FORMAT
+    from perception.engine.train import init_weights
+
+    torch.manual_seed(0)
+    lidar = build_model(kit.tiny_config(("lidar",)))
+    batch = kit.make_batch(grid=kit.grid, batch_size=1)
+    lidar.train()(batch)                        # BatchNorm statistics other than the init ones
+    path = tmp_path / "lidar.pt"
+    torch.save({"format": FORMAT, "kind": "model", "model": lidar.state_dict(),
+                "config": {"model": {"modalities": ["lidar"]}}}, path)
+    expected = lidar.eval()(batch).heads
+
+    def gap(favour: float, bias: bool) -> float:
+        cfg = kit.tiny_config()
+        cfg = replace(cfg, fusion=replace(cfg.fusion, modality_bias=bias))
+        torch.manual_seed(1)
+        model = build_model(cfg)
+        if favour:
+            init_weights(model, path, partial=True, favour=favour)
+        else:
+            init_weights(model, path, partial=True)
+        heads = model.eval()(batch).heads
+        return max((a.heatmap - b.heatmap).abs().max().item() for a, b in zip(heads, expected))
+
+    assert gap(40.0, True) < 1e-4
+    assert gap(0.0, True) > 1e-2 and gap(0.0, False) > 1e-2
+    assert gap(40.0, False) > 1e-2
+    # The rows: the file's sensor raised, the fresh ones left at zero.
+    cfg = kit.tiny_config()
+    model = build_model(replace(cfg, fusion=replace(cfg.fusion, modality_bias=True)))
+    init_weights(model, path, partial=True, favour=5.0)
+    gain = model.fuser.CHANNEL_LOGIT_GAIN
+    for rows in (model.fuser.channel_logits, model.fuser.modality_bias):
+        assert torch.allclose(rows[1] * gain, torch.full_like(rows[1], 5.0))
+        assert not rows[0].any() and not rows[2].any()
+
+
+def test_init_favour_needs_a_file_of_fewer_sensors(kit, tmp_path):
+    from perception.engine.checkpoint import FORMAT
+    from perception.engine.train import init_weights
+    from perception.models.config import TrainConfig
+
+    model = build_model(kit.tiny_config())
+    path = tmp_path / "same.pt"
+    torch.save({"format": FORMAT, "kind": "model", "model": model.state_dict(),
+                "config": {"model": {"modalities": ["camera", "lidar", "radar"]}}}, path)
+    with pytest.raises(ValueError, match=r"nothing to favour.*same\.pt"):
+        init_weights(build_model(kit.tiny_config()), path, partial=True, favour=5.0)
+    with pytest.raises(ValueError, match="init_favour.*needs train.init_partial"):
+        TrainConfig(init_from=str(path), init_favour=5.0)
+    with pytest.raises(ValueError, match="init_favour must be >= 0"):
+        TrainConfig(init_from=str(path), init_partial=True, init_favour=-1.0)

@@ -33,6 +33,10 @@ class AttentionFuser(nn.Module):
         context_blocks: residual 3x3 blocks per context level after the attention.
         context_scales: levels of the multi-scale context network (``BEVContext``; 1 = a plain
             stack of ``context_blocks`` blocks at the grid resolution).
+        modality_bias: a learned logit per modality and head added to the attention logits
+            (stored like ``channel_logits``, zero at a fresh start: no preference). With it and
+            the channel logits, ``train.init_favour`` can start a fusion model as the model of
+            fewer sensors it is initialised from (perception/engine/train.py, ``init_weights``).
     Forward: ``bevs`` maps a subset of the modality names to BEVFeatures (B, C_m, H, W);
     ``present`` (B, M) bool says which modality each frame uses (a modality may be computed for
     the batch and still be absent for some frames). Returns (B, C, H, W); cells with no valid
@@ -45,7 +49,7 @@ class AttentionFuser(nn.Module):
     CHANNEL_LOGIT_GAIN = 10.0
 
     def __init__(self, *, in_channels: dict[str, int], channels: int, heads: int,
-                 context_blocks: int, context_scales: int = 1):
+                 context_blocks: int, context_scales: int = 1, modality_bias: bool = False):
         super().__init__()
         if channels % heads:
             raise ValueError(f"fusion channels {channels} not divisible by heads {heads}")
@@ -64,6 +68,10 @@ class AttentionFuser(nn.Module):
             self.channel_logits = nn.Parameter(torch.zeros(len(self.modalities), channels))
         else:
             self.register_parameter("channel_logits", None)
+        if modality_bias and len(self.modalities) > 1:
+            self.modality_bias = nn.Parameter(torch.zeros(len(self.modalities), heads))
+        else:
+            self.register_parameter("modality_bias", None)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
@@ -96,6 +104,9 @@ class AttentionFuser(nn.Module):
         k = self.k(flat).reshape(b, m, self.heads, dh, h, w)
         v = self.v(flat).reshape(b, m, self.heads, dh, h, w)
         logits = (q * k).sum(3) / math.sqrt(dh)                             # (B, M', heads, H, W)
+        if self.modality_bias is not None:
+            bias = torch.stack([self.modality_bias[i] for i in idx]) * self.CHANNEL_LOGIT_GAIN
+            logits = logits + bias[None, :, :, None, None].to(logits.dtype)
         # Cells where nothing is valid get uniform weights over garbage; the any-valid factor
         # below zeroes them, and keeping the logits finite keeps the softmax gradient finite.
         none = (count == 0)[:, None]                                        # (B, 1, 1, H, W)
