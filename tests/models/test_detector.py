@@ -531,15 +531,20 @@ def test_shipped_checkpoint_matches_its_config(name):
     resolved = [config_to_dict(config_from_dict(ExperimentConfig, ck["config"]))
                 for ck in (shipped, fusion)]
     starts = [r["train"].pop("init_from") for r in resolved]
+    favours = [r["train"].pop("init_favour") for r in resolved]
     for key in ("train", "data"):
         assert resolved[0][key] == resolved[1][key], f"{name}: {key} differs from fusion's"
     if starts[1] is None:       # one phase: every model from scratch
         assert starts[0] is None, f"{name}: started from {starts[0]}, the fusion model fresh"
+        assert favours == [0.0, 0.0]
     else:                       # tools/train_synthetic.sh with FIRST=DIR
         first = "lidar" if "lidar" in cfg.model.modalities else name
         assert Path(starts[0]).name == f"synthetic_{first}.pt", starts[0]
         assert Path(starts[0]).parent == Path(starts[1]).parent, (starts, "one first phase")
         assert resolved[0]["train"]["init_partial"]
+        # train.init_favour: every model with more sensors than its first-phase file favours that file's
+        # sensors alike; the others have nothing to favour.
+        assert favours[0] == (favours[1] if first != name else 0.0), (name, favours)
     model = build_model(cfg.model)
     model.load_state_dict(model_state(path))     # strict: every tensor present, same shapes
 
