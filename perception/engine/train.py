@@ -403,11 +403,11 @@ def _favour_rows(model: torch.nn.Module, own: dict, path: Path, config: dict | N
     mine = list(model.modalities)
     rows = [i for i, m in enumerate(mine) if m in theirs]
     names = [n for n in FAVOURED_ROWS if n in own]
-    if not names or len(rows) == len(mine):
+    if not names or not rows or len(rows) == len(mine):
         raise ValueError(f"train.init_favour: nothing to favour: the model's sensors "
                          f"{[m for m in MODALITIES if m in mine]} and {path}'s "
-                         f"{sorted(theirs)}; it needs a fusion model and a file with fewer "
-                         "sensors")
+                         f"{sorted(theirs)}; it needs a fusion model and a file with some "
+                         "of its sensors, not all")
     gain = model.fuser.CHANNEL_LOGIT_GAIN
     for name in names:
         own[name] = own[name].clone()

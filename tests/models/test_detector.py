@@ -542,8 +542,8 @@ def test_shipped_checkpoint_matches_its_config(name):
         assert Path(starts[0]).name == f"synthetic_{first}.pt", starts[0]
         assert Path(starts[0]).parent == Path(starts[1]).parent, (starts, "one first phase")
         assert resolved[0]["train"]["init_partial"]
-        # train.init_favour: every model with more sensors than its first-phase file favours that file's
-        # sensors alike; the others have nothing to favour.
+        # train.init_favour: the models with more sensors than their first-phase file favour
+        # its sensors alike; the others have nothing to favour.
         assert favours[0] == (favours[1] if first != name else 0.0), (name, favours)
     model = build_model(cfg.model)
     model.load_state_dict(model_state(path))     # strict: every tensor present, same shapes
@@ -571,10 +571,7 @@ def test_init_favour_starts_a_fusion_model_as_the_lidar_model_it_comes_from(kit,
         cfg = replace(cfg, fusion=replace(cfg.fusion, modality_bias=bias))
         torch.manual_seed(1)
         model = build_model(cfg)
-        if favour:
-            init_weights(model, path, partial=True, favour=favour)
-        else:
-            init_weights(model, path, partial=True)
+        init_weights(model, path, partial=True, favour=favour)
         heads = model.eval()(batch).heads
         return max((a.heatmap - b.heatmap).abs().max().item() for a, b in zip(heads, expected))
 
@@ -606,3 +603,10 @@ def test_init_favour_needs_a_file_of_fewer_sensors(kit, tmp_path):
         TrainConfig(init_from=str(path), init_favour=5.0)
     with pytest.raises(ValueError, match="init_favour must be >= 0"):
         TrainConfig(init_from=str(path), init_partial=True, init_favour=-1.0)
+    # A file with none of the model's sensors: nothing to favour either.
+    camera = build_model(kit.tiny_config(("camera",)))
+    torch.save({"format": FORMAT, "kind": "model", "model": camera.state_dict(),
+                "config": {"model": {"modalities": ["camera"]}}}, tmp_path / "camera.pt")
+    with pytest.raises(ValueError, match=r"nothing to favour.*camera\.pt"):
+        init_weights(build_model(kit.tiny_config(("lidar", "radar"))), tmp_path / "camera.pt",
+                     partial=True, favour=5.0)
