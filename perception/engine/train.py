@@ -346,12 +346,23 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, *,
     return {"loaded": len(state), "fresh": 0}
 
 
+def _file_modalities(path: Path, config: dict | None, why: str) -> list[str]:
+    """The sensors of the file ``path``, in the order ``build_model`` gives them (whatever the
+    order its ``config`` lists them in); a bare state dict does not say, so ``why`` they are
+    needed makes it an error."""
+    from perception.models.config import MODALITIES
+
+    if config is None:
+        raise ValueError(f"train.init_from: {path} is a bare state dict; {why} needs a "
+                         f"checkpoint or exported model file, whose config names its sensors")
+    listed = config["model"]["modalities"]
+    return [m for m in MODALITIES if m in listed]
+
+
 def _partial_state(model: torch.nn.Module, state: dict, path: Path,
                    config: dict | None) -> dict:
     """The tensors of ``state`` that fit ``model`` (``init_weights(partial=True)``); ``config``
     is the file's training config, which says whose rows its per-modality tensors hold."""
-    from perception.models.config import MODALITIES
-
     own = model.state_dict()
     mine = list(model.modalities)
     out, resized = {}, []
@@ -359,13 +370,7 @@ def _partial_state(model: torch.nn.Module, state: dict, path: Path,
         if name not in own:
             continue
         if name in MODALITY_ROWS:
-            if config is None:
-                raise ValueError(f"train.init_from: {path} is a bare state dict; a partial "
-                                 f"start needs a checkpoint or exported model file, whose "
-                                 f"config names the sensors of {name}'s rows")
-            listed = config["model"]["modalities"]
-            # the order build_model gives them, whatever the order the file's config lists
-            theirs = [m for m in MODALITIES if m in listed]
+            theirs = _file_modalities(path, config, f"a partial start (the rows of {name})")
             rows = own[name].clone()
             if value.shape[1:] != rows.shape[1:] or len(value) != len(theirs):
                 resized.append(name)
@@ -394,20 +399,14 @@ def _favour_rows(model: torch.nn.Module, own: dict, path: Path, config: dict | N
                  favour: float) -> None:
     """``init_weights(favour=...)``: raise the rows of the file's sensors in ``own``'s
     ``FAVOURED_ROWS`` by ``favour`` (in logits, i.e. after the fuser's gain)."""
-    from perception.models.config import MODALITIES
-
-    if config is None:
-        raise ValueError(f"train.init_favour: {path} is a bare state dict; its config must "
-                         "say which sensors it has")
-    theirs = set(config["model"]["modalities"])
+    theirs = _file_modalities(path, config, "train.init_favour")
     mine = list(model.modalities)
     rows = [i for i, m in enumerate(mine) if m in theirs]
     names = [n for n in FAVOURED_ROWS if n in own]
     if not names or not rows or len(rows) == len(mine):
-        raise ValueError(f"train.init_favour: nothing to favour: the model's sensors "
-                         f"{[m for m in MODALITIES if m in mine]} and {path}'s "
-                         f"{sorted(theirs)}; it needs a fusion model and a file with some "
-                         "of its sensors, not all")
+        raise ValueError(f"train.init_favour: nothing to favour: the model's sensors {mine} "
+                         f"and {path}'s {theirs}; it needs a fusion model and a file with "
+                         "some of its sensors, not all")
     gain = model.fuser.CHANNEL_LOGIT_GAIN
     for name in names:
         own[name] = own[name].clone()

@@ -198,8 +198,8 @@ class FusionConfig:
         modality_bias: a learned preference per sensor and attention head, added to the fuser's
             per-cell attention logits (zero at a fresh start). With ``train.init_favour`` a
             fusion model started from a model of fewer sensors (``train.init_partial``) begins
-            as that model: the attention and the channel weights favour its sensors, and the
-            others gain weight as training finds them useful (docs/training.md).
+            as (nearly) that model: the attention and the channel weights favour its sensors,
+            and the others can gain weight as training finds them useful (docs/training.md).
     """
 
     channels: int = 128
