@@ -19,7 +19,7 @@ FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_
 # is still the model its config describes.
 INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity",
                                    "radar.still_returns", "temporal_velocity", "temporal_still",
-                                   "temporal_score", "temporal_confirm")
+                                   "temporal_score", "temporal_confirm", "standstill")
 
 
 def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:
@@ -346,6 +346,10 @@ class ModelConfig:
     can: a displacement below three times its class's floor makes an object moving only where
     the displacement before it agrees within this many m/s, and the still rule tests the mean
     of the two displacements (``perception.models.temporal``, ``confirm``).
+
+    ``standstill``: ``predict`` ends by making each detection of a vehicle, cycle or pedestrian
+    stand (velocity 0, its family's still attribute) below its family's moving speed and move
+    (the moving attribute) at or above it (``perception.models.standstill``). No weights.
     """
 
     grid: BEVGrid = field(default_factory=BEVGrid)
@@ -361,6 +365,7 @@ class ModelConfig:
     temporal_still: bool = False
     temporal_score: float = 0.0
     temporal_confirm: float = 0.0
+    standstill: bool = False
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)

@@ -30,6 +30,7 @@ from perception.models.lidar import HeightCollapse, LidarEncoder, SparseBackbone
 from perception.models.outputs import BEVFeatures, DetectorOutput, HeadOutput, SubsetOutput
 from perception.models.radar import RadarEncoder
 from perception.models.radar.velocity import refine_velocity
+from perception.models.standstill import apply_standstill
 from perception.models.tta import flip_batch, merge_heads, unflip_heads
 from perception.structures.batch import Batch, host_to_device
 from perception.structures.grid import BEVGrid
@@ -54,6 +55,9 @@ class FusionDetector(nn.Module):
             (``perception.models.radar.velocity``).
         still_returns: with ``refine_velocity``, its ``still_returns`` (standing vehicles
             measured by radar; 0: off).
+        standstill: ``predict`` ends by making each detection stand (velocity 0, a still
+            attribute) or move (the moving attribute) by its speed
+            (``perception.models.standstill``).
         subset_loss: sensor subsets also trained on every frame (``FusionConfig.subset_loss``):
             in training, the frames whose sensors the subset changes (and leaves non-empty) are
             fused again from the subset alone and decoded; their loss is ``loss_subset``.
@@ -75,7 +79,8 @@ class FusionDetector(nn.Module):
                  head: CenterHead, image_size: tuple[int, int] | None = None,
                  modality_dropout: float | Mapping[str, float] = 0.0, depth_weight: float = 0.0,
                  test_flips: Sequence[str] = (), refine_velocity: bool = False,
-                 still_returns: int = 0, subset_loss: Sequence[Sequence[str]] = (),
+                 still_returns: int = 0, standstill: bool = False,
+                 subset_loss: Sequence[Sequence[str]] = (),
                  subset_loss_weight: float = 1.0,
                  subset_code_weights: Sequence[float] | None = None,
                  subset_heads: Sequence[CenterHead] = (), subset_norm_stats: bool = False):
@@ -96,6 +101,7 @@ class FusionDetector(nn.Module):
         self.test_flips = check_flips(test_flips, grid)
         self.refine_velocity = refine_velocity
         self.still_returns = still_returns
+        self.standstill = standstill
         for subset in subset_loss:
             if not set(subset) < set(self.modalities):
                 raise ValueError(f"subset_loss entry {list(subset)} must be a proper subset of "
@@ -396,6 +402,8 @@ class FusionDetector(nn.Module):
                                         self.head.classes, still_returns=self.still_returns)
                         if used[i] else d
                         for i, d in enumerate(dets)]
+            if self.standstill:
+                dets = [apply_standstill(d, self.head.classes) for d in dets]
             return dets
         finally:
             self.train(was_training)
@@ -500,6 +508,7 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                           depth_weight=cfg.camera.depth_weight, test_flips=cfg.test_flips,
                           refine_velocity=cfg.radar.refine_velocity,
                           still_returns=cfg.radar.still_returns,
+                          standstill=cfg.standstill,
                           subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight,
                           subset_code_weights=f.subset_code_weights, subset_heads=subset_heads,
                           subset_norm_stats=f.subset_norm_stats)
