@@ -232,3 +232,42 @@ def test_temporal_results_on_the_real_scene(tmp_path, capsys):
     path.write_text(json.dumps({"meta": {}, "results": results}))
     assert tool.main([str(path), "--out", str(tmp_path / "o2"), *common]) == 2
     assert gt.sample_tokens[3] in capsys.readouterr().err
+
+
+def test_standstill_results_stops_the_slow_and_moves_the_fast(tmp_path, capsys):
+    """The rule on a hand-built file: a parked bus the network gave 0.2 m/s and "moving" stands,
+    a car at 9 m/s called parked moves, a slow cycle keeps its rider, a barrier keeps its
+    speed; --speeds changes where the line lies; bad input is named."""
+    tool = load_tool("standstill_results")
+
+    def row(name, vel, attr):
+        return {"sample_token": "s0", "translation": [10.0, 5.0, 1.0], "size": [2.0, 4.5, 1.6],
+                "rotation": [0.9238795, 0.0, 0.0, 0.3826834], "velocity": vel,
+                "detection_name": name, "detection_score": 0.8, "attribute_name": attr}
+
+    rows = [row("bus", [0.2, 0.0], "vehicle.moving"), row("car", [0.0, -9.0], "vehicle.parked"),
+            row("bicycle", [0.3, 0.3], "cycle.with_rider"), row("barrier", [0.4, 0.0], ""),
+            row("pedestrian", [0.3, 0.3], "pedestrian.standing")]
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({"meta": {}, "results": {"s0": rows, "s1": []}}))
+    common = ["--dataroot", "unused", "--version", "v1.0-mini", "--split", "mini_val",
+              "--metrics", "none"]
+    assert tool.main([str(path), "--out", str(tmp_path / "a"), *common]) == 0
+    assert capsys.readouterr().out.startswith("4 changes")
+    out = json.loads((tmp_path / "a" / "results_nusc.json").read_text())["results"]["s0"]
+    assert [(r["velocity"], r["attribute_name"]) for r in out] == [
+        ([0.0, 0.0], "vehicle.parked"), ([0.0, -9.0], "vehicle.moving"),
+        ([0.0, 0.0], "cycle.with_rider"), ([0.4, 0.0], ""), ([0.3, 0.3], "pedestrian.moving")]
+    assert [r["rotation"] for r in out] == [r["rotation"] for r in rows]
+    # Pedestrians from 0.5 m/s: the one at 0.42 m/s now stands (its attribute was standing).
+    assert tool.main([str(path), "--out", str(tmp_path / "b"), "--speeds", "1,1,0.5",
+                      *common]) == 0
+    out = json.loads((tmp_path / "b" / "results_nusc.json").read_text())["results"]["s0"]
+    assert (out[4]["velocity"], out[4]["attribute_name"]) == ([0.0, 0.0], "pedestrian.standing")
+    capsys.readouterr()
+    assert tool.main([str(path), "--out", str(tmp_path / "c"), "--speeds", "1,1", *common]) == 2
+    assert "need three speeds" in capsys.readouterr().err
+    rows[1]["attribute_name"] = "vehicle.flying"
+    path.write_text(json.dumps({"meta": {}, "results": {"s0": rows}}))
+    assert tool.main([str(path), "--out", str(tmp_path / "d"), *common]) == 2
+    assert "sample s0: unknown attribute_name ['vehicle.flying']" in capsys.readouterr().err
