@@ -19,6 +19,16 @@ Three kinds, applied in this order by :class:`FrameAugmenter`:
    camera, composed into ``calib.img_aug`` (pixel convention of ``models.camera.transforms``:
    corner origin, pixel k spans [k, k + 1)).
 
+Mirrors and the cameras. A mirrored BEV transform (one of ``flip_x``, ``flip_y``) keeps every
+position exact for the cameras too, but not what the pixels say about an object's heading: the
+unmirrored image shows a car from its front left where the mirrored box says front right. An
+image flip alone does the converse (mirrored pixels, unmirrored box). Together they agree: the
+flipped image of a camera is what a rigid camera (the mirror of the original, its x axis
+turned) sees of the mirrored world, and vehicles are left-right symmetric. With
+``ImageAugmentConfig.flip_with_bev`` each image is flipped exactly when the BEV transform
+mirrors; with independent flips (the default, what the shipped models trained with) the
+appearance contradicts the box heading in half the camera views.
+
 Randomness comes only from the ``numpy.random.Generator`` passed in, which the training sampler
 seeds per sample (``perception.data.sampler``), so a sample's augmentation does not depend on the
 DataLoader worker that made it and a resumed run repeats it exactly.
@@ -468,16 +478,22 @@ class FrameAugmenter:
                   and position >= self.paste_until)
         if self.paste is not None and not fading:
             frame = self.paste(frame, rng)
-        frame = transform_frame(frame, self.sample_bev(rng))
+        bev = self.sample_bev(rng)
+        frame = transform_frame(frame, bev)
         if self.image_size is not None and frame.cameras:
             c = self.cfg.image
+            mirrored = bool(torch.linalg.det(bev[:2, :2].double()) < 0)
             cams = {}
             for ch in sorted(frame.cameras):  # fixed order: draws must not depend on dict order
                 s = frame.cameras[ch]
+                # Drawn in this order, the flip's draw made either way: the stream of draws is
+                # the same with and without flip_with_bev (and as before it existed).
+                scale, anchor_x = rng.uniform(*c.scale), rng.uniform(*c.crop_x)
+                anchor_y, flip = rng.uniform(*c.crop_y), bool(rng.random() < c.flip)
                 img, aug = augment_image(
-                    s.data, s.calib.img_aug, self.image_size, scale=rng.uniform(*c.scale),
-                    anchor_x=rng.uniform(*c.crop_x), anchor_y=rng.uniform(*c.crop_y),
-                    flip=bool(rng.random() < c.flip), rotation=rng.uniform(*c.rotation))
+                    s.data, s.calib.img_aug, self.image_size, scale=scale, anchor_x=anchor_x,
+                    anchor_y=anchor_y, flip=mirrored if c.flip_with_bev else flip,
+                    rotation=rng.uniform(*c.rotation))
                 cams[ch] = replace(s, data=img, calib=replace(s.calib, img_aug=aug))
             frame = replace(frame, cameras=cams)
         return frame

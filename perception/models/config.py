@@ -421,6 +421,12 @@ class ImageAugmentConfig:
         crop_x: (min, max) horizontal crop anchor (0.5 = centred).
         flip: probability of a horizontal flip.
         rotation: (min, max) radians, in-plane rotation about the image centre.
+        flip_with_bev: flip every image exactly when the global BEV transform mirrors the scene
+            (one of ``flip_x``, ``flip_y``), instead of with probability ``flip``. The pixels
+            then show the mirrored scene as a (virtual) rigid camera would see it, so what an
+            object's appearance says of its heading agrees with its mirrored box; with
+            independent flips it is the mirror image of the truth in half the camera views
+            (``perception.data.augment``, "Mirrors and the cameras").
     """
 
     scale: tuple[float, float] = (0.94, 1.11)
@@ -428,6 +434,7 @@ class ImageAugmentConfig:
     crop_x: tuple[float, float] = (0.0, 1.0)
     flip: float = 0.5
     rotation: tuple[float, float] = (-0.0942, 0.0942)
+    flip_with_bev: bool = False
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,43 @@ def test_augmenter_is_a_function_of_the_seed(scene, database):
     assert torch.equal(a.cameras["CAM_FRONT"].data, b.cameras["CAM_FRONT"].data)
 
 
+def test_flip_with_bev_keeps_every_camera_view_unmirrored(scene):
+    """``image.flip_with_bev``: every camera view is what a rigid camera sees (the handedness of
+    ego_T_camera times that of img_aug is +1: a mirrored scene has its images flipped, the
+    others none), while independent flips leave half the views mirrored. The other draws are
+    the same either way: LiDAR, boxes and each image's crop and scale agree."""
+    from dataclasses import replace as dc_replace
+
+    from perception.models.config import ImageAugmentConfig
+
+    base = AugmentConfig()
+    tied = dc_replace(base, image=dc_replace(base.image, flip_with_bev=True))
+    assert isinstance(tied.image, ImageAugmentConfig) and not base.image.flip_with_bev
+    plain_ds = AugmentedDataset(scene, FrameAugmenter(base, (32, 64)))
+    tied_ds = AugmentedDataset(scene, FrameAugmenter(tied, (32, 64)))
+
+    def handedness(frame):
+        return [float(torch.sign(torch.linalg.det(c.calib.ego_T_sensor[:3, :3])
+                                 * torch.linalg.det(c.calib.img_aug[:2, :2])))
+                for c in frame.cameras.values()]
+
+    plain_signs, mirrored_frames = [], 0
+    for seed in range(12):
+        a, b = plain_ds[(7, seed)], tied_ds[(7, seed)]
+        assert torch.equal(a.lidar.points, b.lidar.points)
+        assert torch.equal(a.gt.boxes.tensor, b.gt.boxes.tensor)
+        assert handedness(b) == [1.0] * len(b.cameras)
+        plain_signs += handedness(a)
+        mirrored = bool(torch.linalg.det(b.cameras["CAM_FRONT"].calib.ego_T_sensor[:3, :3]) < 0)
+        mirrored_frames += mirrored
+        for ch in a.cameras:
+            ia, ib = a.cameras[ch].calib.img_aug, b.cameras[ch].calib.img_aug
+            # Same scale and crop: the matrices agree up to the flip's sign on x.
+            torch.testing.assert_close(ia[:2, :2].abs(), ib[:2, :2].abs())
+    assert 0 < mirrored_frames < 12
+    assert 1.0 in plain_signs and -1.0 in plain_signs
+
+
 def test_paste_fades_out_from_its_stream_position(scene, database):
     """``paste_until``: keys at earlier positions get pasted objects, later ones none; the same
     seed gives the same frame either side of the switch when nothing is pasted."""
