@@ -10,9 +10,9 @@ error (AVE) charges every m/s given to what stands.
 Why a rule after the network: the head's attribute classifier reads one frame and has no other
 cue for motion than the LiDAR sweeps' trails, while the velocity a detection leaves ``predict``
 with is the head's regression then what radar measured (``perception.models.radar.velocity``);
-and the regression gives what stands a small speed, never zero. On the shipped models, on the
-24-scene synthetic val set: 1,653 of the 1,951 matched standing pedestrians, regressed at 0.02
-m/s (median), were called moving, and 286 of the 313 parked buses (0.21 m/s): attribute errors
+and the regression gives what stands a small speed, never zero. The shipped fusion model on
+the 24-scene synthetic val set called 1,653 of the 1,931 matched standing pedestrians moving
+(regressed at 0.02 m/s, median) and 286 of the 313 parked buses (0.21 m/s): attribute errors
 0.47 and 0.69; parked cars kept 0.26 m/s (median). docs/results.md, "Standing or moving, by
 the speed", has what the rule gains.
 
