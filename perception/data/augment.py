@@ -27,7 +27,9 @@ flipped image of a camera is what a rigid camera (the mirror of the original, it
 turned) sees of the mirrored world, and vehicles are left-right symmetric. With
 ``ImageAugmentConfig.flip_with_bev`` each image is flipped exactly when the BEV transform
 mirrors; with independent flips (the default, what the shipped models trained with) the
-appearance contradicts the box heading in half the camera views.
+appearance contradicts the box heading in half the camera views. Measured on the synthetic
+fusion model's second phase, it changes nothing the val sets can see (docs/results.md, "Images
+flipped with the mirrored scene"): at that budget the cameras carry little heading.
 
 Randomness comes only from the ``numpy.random.Generator`` passed in, which the training sampler
 seeds per sample (``perception.data.sampler``), so a sample's augmentation does not depend on the

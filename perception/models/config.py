@@ -426,7 +426,8 @@ class ImageAugmentConfig:
             then show the mirrored scene as a (virtual) rigid camera would see it, so what an
             object's appearance says of its heading agrees with its mirrored box; with
             independent flips it is the mirror image of the truth in half the camera views
-            (``perception.data.augment``, "Mirrors and the cameras").
+            (``perception.data.augment``, "Mirrors and the cameras"). Off in the configs: the
+            fusion model retrained with it scored the same (docs/results.md).
     """
 
     scale: tuple[float, float] = (0.94, 1.11)
