@@ -20,37 +20,19 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 
 def apply(results: dict, *, speeds: tuple[float, float, float] | None = None) -> int:
     """Update ``results["results"]`` in place; returns how many boxes changed velocity or
     attribute. A row of an unknown class or attribute raises ``ValueError`` naming its
     sample."""
-    from perception.evaluation.results import ATTRIBUTE_INDEX
+    from perception.engine.inference import boxes_to_detections
     from perception.models.standstill import MOVING_SPEED, apply_standstill
-    from perception.structures.boxes import Boxes3D
-    from perception.structures.instances import Detections
     from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
 
     moving_speed = MOVING_SPEED if speeds is None else dict(zip(MOVING_SPEED, speeds))
     changed = 0
     for token, rows in results["results"].items():
-        if not rows:
-            continue
-        unknown = {r["detection_name"] for r in rows} - set(DETECTION_CLASSES)
-        if unknown:
-            raise ValueError(f"sample {token}: unknown detection_name {sorted(unknown)}")
-        bad = {r["attribute_name"] for r in rows} - set(ATTRIBUTE_INDEX)
-        if bad:
-            raise ValueError(f"sample {token}: unknown attribute_name {sorted(bad)}")
-        boxes = Boxes3D.from_nuscenes(
-            [r["translation"] for r in rows], [r["size"] for r in rows],
-            [r["rotation"] for r in rows], [r["velocity"] for r in rows], dtype=torch.float64)
-        dets = Detections(
-            boxes, torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64),
-            torch.tensor([DETECTION_CLASSES.index(r["detection_name"]) for r in rows]),
-            torch.tensor([ATTRIBUTE_INDEX[r["attribute_name"]] for r in rows]))
+        dets = boxes_to_detections(token, rows)
         out = apply_standstill(dets, DETECTION_CLASSES, moving_speed=moving_speed)
         for i, row in enumerate(rows):
             vel = out.boxes.tensor[i, 7:9]

@@ -33,10 +33,8 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: 
     naming them."""
     from nuscenes.utils.splits import create_splits_scenes
 
-    from perception.evaluation.results import ATTRIBUTE_INDEX
+    from perception.engine.inference import boxes_to_detections
     from perception.models.temporal import TemporalStep
-    from perception.structures.boxes import Boxes3D
-    from perception.structures.instances import Detections
     from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
 
     step = TemporalStep(DETECTION_CLASSES, velocity=velocity, still=still,
@@ -54,21 +52,9 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: 
             if token not in results["results"]:
                 raise KeyError(f"sample {token} of scene {scene['name']} is not in the results")
             rows = results["results"][token]
-            unknown = {r["detection_name"] for r in rows} - set(DETECTION_CLASSES)
-            if unknown:
-                raise ValueError(f"sample {token}: unknown detection_name {sorted(unknown)}")
-            boxes = Boxes3D.from_nuscenes(
-                [r["translation"] for r in rows], [r["size"] for r in rows],
-                [r["rotation"] for r in rows], [r["velocity"] for r in rows],
-                dtype=torch.float64)
-            dets = Detections(
-                boxes, torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64),
-                torch.tensor([DETECTION_CLASSES.index(r["detection_name"]) for r in rows],
-                             dtype=torch.int64),
-                torch.tensor([ATTRIBUTE_INDEX[r["attribute_name"]] for r in rows],
-                             dtype=torch.int64))
+            dets = boxes_to_detections(token, rows)
             out = step(scene["token"], sample["timestamp"], identity, dets)
-            a, b = boxes.tensor, out.boxes.tensor
+            a, b = dets.boxes.tensor, out.boxes.tensor
             moved = ~((a == b) | (torch.isnan(a) & torch.isnan(b))).all(1)
             if bool(moved.any()):
                 _, _, quat, vel = out.boxes.to_nuscenes()

@@ -120,6 +120,33 @@ def detections_to_boxes(token: str, dets: Detections, global_T_ego: Tensor,
     return out
 
 
+def boxes_to_detections(token: str, rows: Sequence[dict],
+                        classes: Sequence[str] = DETECTION_CLASSES) -> Detections:
+    """One sample's result box dicts -> Detections in the global frame (float64), the converse
+    of :func:`detections_to_boxes` (tools that rework a results file). A class outside
+    ``classes`` or an unknown attribute name raises ``ValueError`` naming the sample."""
+    from perception.structures.boxes import Boxes3D
+
+    unknown = {r["detection_name"] for r in rows} - set(classes)
+    if unknown:
+        raise ValueError(f"sample {token}: unknown detection_name {sorted(unknown)}")
+    bad = {r["attribute_name"] for r in rows} - {"", *ATTRIBUTE_NAMES}
+    if bad:
+        raise ValueError(f"sample {token}: unknown attribute_name {sorted(bad)}")
+    if not rows:
+        return Detections(Boxes3D(torch.zeros(0, 9, dtype=torch.float64)),
+                          torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64),
+                          torch.zeros(0, dtype=torch.int64))
+    boxes = Boxes3D.from_nuscenes(
+        [r["translation"] for r in rows], [r["size"] for r in rows],
+        [r["rotation"] for r in rows], [r["velocity"] for r in rows], dtype=torch.float64)
+    return Detections(
+        boxes, torch.tensor([r["detection_score"] for r in rows], dtype=torch.float64),
+        torch.tensor([classes.index(r["detection_name"]) for r in rows], dtype=torch.int64),
+        torch.tensor([ATTRIBUTE_NAMES.index(r["attribute_name"]) if r["attribute_name"] else -1
+                      for r in rows], dtype=torch.int64))
+
+
 def to_results(items: Iterable[tuple[str, Detections, Tensor]], meta: dict,
                classes: Sequence[str] = DETECTION_CLASSES) -> dict:
     """``[(token, Detections, global_T_ego)]`` -> ``{"meta": meta, "results": {token: boxes}}``."""

@@ -12,7 +12,9 @@ import torch
 
 from perception.engine.inference import (
     attribute_name,
+    boxes_to_detections,
     default_attribute,
+    detections_to_boxes,
     evaluate_checkpoint,
     results_meta,
     to_results,
@@ -36,6 +38,28 @@ def test_default_attributes_follow_the_devkit_vocabulary():
     assert attribute_name("car", ATTRIBUTE_NAMES.index("vehicle.stopped"), 0.0) == "vehicle.stopped"
     assert attribute_name("car", ATTRIBUTE_NAMES.index("pedestrian.moving"), 0.0) == "vehicle.parked"
     assert attribute_name("barrier", ATTRIBUTE_NAMES.index("vehicle.parked"), 0.0) == ""
+
+
+def test_boxes_to_detections_undoes_detections_to_boxes():
+    """Result box dicts back to Detections (global frame): the boxes, scores, labels and
+    attributes that wrote them; an empty sample gives empty Detections; bad names are named."""
+    boxes = torch.tensor([[10.0, -4.0, 1.0, 1.9, 4.5, 1.6, 0.7, 3.0, -1.0],
+                          [-2.0, 8.0, 0.5, 0.6, 0.7, 1.8, -2.5, 0.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([DETECTION_CLASSES.index("car"), DETECTION_CLASSES.index("pedestrian")])
+    attrs = torch.tensor([ATTRIBUTE_NAMES.index("vehicle.moving"),
+                          ATTRIBUTE_NAMES.index("pedestrian.standing")])
+    dets = Detections(boxes, torch.tensor([0.9, 0.4]), labels, attrs)
+    rows = detections_to_boxes("s0", dets, torch.eye(4, dtype=torch.float64))
+    back = boxes_to_detections("s0", rows)
+    torch.testing.assert_close(back.boxes.tensor, boxes)
+    torch.testing.assert_close(back.scores, torch.tensor([0.9, 0.4], dtype=torch.float64))
+    assert torch.equal(back.labels, labels) and torch.equal(back.attributes, attrs)
+    empty = boxes_to_detections("s1", [])
+    assert len(empty) == 0 and empty.boxes.tensor.shape == (0, 9)
+    with pytest.raises(ValueError, match=r"sample s0: unknown detection_name \['tram'\]"):
+        boxes_to_detections("s0", [{**rows[0], "detection_name": "tram"}])
+    with pytest.raises(ValueError, match=r"sample s0: unknown attribute_name \['car.flying'\]"):
+        boxes_to_detections("s0", [{**rows[0], "attribute_name": "car.flying"}])
 
 
 def _gt_items(dataroot, nusc, visible_only=False):
