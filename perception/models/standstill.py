@@ -32,7 +32,6 @@ that goes with each: it never undoes this rule.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Mapping, Sequence
 
@@ -73,24 +72,29 @@ def apply_standstill(dets: Detections, classes: Sequence[str], *,
                          f"{sorted(missing)}")
     if len(dets) == 0:
         return dets
+    # Per class: its family's speed (NaN: no family), moving and slow attribute (-1: none).
+    prefixes = [attribute_prefix(c) for c in classes]
+    nan = float("nan")
+    threshold = torch.tensor([nan if p is None else moving_speed[p] for p in prefixes],
+                             dtype=torch.float64)
+    moving_attr = torch.tensor([-1 if p is None else ATTRIBUTE_NAMES.index(MOVING_ATTRIBUTE[p])
+                                for p in prefixes])
+    slow_attr = torch.tensor([-1 if p is None or SLOW_ATTRIBUTE[p] is None
+                              else ATTRIBUTE_NAMES.index(SLOW_ATTRIBUTE[p]) for p in prefixes])
+    labels = dets.labels.cpu()
     boxes = dets.boxes.tensor.clone()
-    speed = torch.linalg.vector_norm(boxes[:, 7:9].double(), dim=1).tolist()
-    attrs = None if dets.attributes is None else dets.attributes.clone()
-    moving = {p: ATTRIBUTE_NAMES.index(a) for p, a in MOVING_ATTRIBUTE.items()}
-    slow = {p: None if a is None else ATTRIBUTE_NAMES.index(a)
-            for p, a in SLOW_ATTRIBUTE.items()}
-    for i, (label, s) in enumerate(zip(dets.labels.tolist(), speed)):
-        prefix = attribute_prefix(classes[int(label)])
-        if prefix is None or not math.isfinite(s):
-            continue
-        if s >= moving_speed[prefix]:
-            if attrs is not None:
-                attrs[i] = moving[prefix]
-            continue
-        boxes[i, 7:9] = 0.0
-        if attrs is not None and int(attrs[i]) == moving[prefix] and slow[prefix] is not None:
-            attrs[i] = slow[prefix]
+    speed = torch.linalg.vector_norm(boxes[:, 7:9].double(), dim=1).cpu()
+    thr = threshold[labels]
+    # NaN speeds and classes without a family compare False both ways: left alone.
+    moves = torch.isfinite(speed) & (speed >= thr)
+    stands = torch.isfinite(speed) & (speed < thr)
+    boxes[stands.to(boxes.device), 7:9] = 0.0
+    attrs = dets.attributes
+    if attrs is not None:
+        a = attrs.cpu()
+        a = torch.where(moves, moving_attr[labels], a)
+        demote = stands & (a == moving_attr[labels]) & (slow_attr[labels] >= 0)
+        attrs = torch.where(demote, slow_attr[labels], a).to(attrs.device)
     return replace(dets, boxes=Boxes3D(boxes), attributes=attrs)
-
 
 __all__ = ["MOVING_ATTRIBUTE", "MOVING_SPEED", "SLOW_ATTRIBUTE", "apply_standstill"]
