@@ -60,6 +60,10 @@ class CameraConfig:
             of the lift's depth distribution against the nearest keyframe LiDAR point per feature
             pixel); 0 turns it off. When > 0, training loads LiDAR even for a model without a
             LiDAR input (as a target only; it is never the camera model's input).
+        paint_channels: in a model with cameras and LiDAR, > 0 paints the camera features onto
+            the keyframe LiDAR points and adds a map of them (a painter this many channels
+            wide) to the LiDAR BEV map (``camera.paint``); 0 turns it off. Ignored by models
+            without both sensors.
     """
 
     image_size: tuple[int, int] = (128, 352)
@@ -74,6 +78,12 @@ class CameraConfig:
     pixel_mean: tuple[float, float, float] = (123.7, 116.3, 103.5)
     pixel_std: tuple[float, float, float] = (58.4, 57.1, 57.4)
     depth_weight: float = 0.0
+    paint_channels: int = 0
+
+    def __post_init__(self):
+        if self.paint_channels < 0:
+            raise ValueError(f"camera.paint_channels must be >= 0 (0: off), got "
+                             f"{self.paint_channels}")
 
     @property
     def num_depth_bins(self) -> int:

@@ -23,6 +23,7 @@ from perception.models.camera import (
     resize_images,
 )
 from perception.models.camera.depth import depth_loss, lidar_depth_targets
+from perception.models.camera.paint import PointPainter
 from perception.models.config import MODALITIES, ModelConfig, check_flips
 from perception.models.fusion import AttentionFuser
 from perception.models.heads import CenterHead
@@ -73,6 +74,9 @@ class FusionDetector(nn.Module):
             keep running statistics of their own per ``subset_loss`` subset (buffers
             ``subset_stats.<camera+radar>.*``), gathered and used for the frames whose sensors
             all lie in it (``FusionConfig.subset_norm_stats``).
+        painter: a built ``PointPainter`` (models with cameras and LiDAR): in frames that use
+            both, its map of the camera features at the LiDAR points is added to the LiDAR BEV
+            map (``perception.models.camera.paint``).
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
@@ -83,7 +87,8 @@ class FusionDetector(nn.Module):
                  subset_loss: Sequence[Sequence[str]] = (),
                  subset_loss_weight: float = 1.0,
                  subset_code_weights: Sequence[float] | None = None,
-                 subset_heads: Sequence[CenterHead] = (), subset_norm_stats: bool = False):
+                 subset_heads: Sequence[CenterHead] = (), subset_norm_stats: bool = False,
+                 painter: PointPainter | None = None):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -92,8 +97,11 @@ class FusionDetector(nn.Module):
         self.modalities = tuple(m for m in MODALITIES if m in encoders)
         if tuple(fuser.modalities) != self.modalities:
             raise ValueError(f"fuser modalities {fuser.modalities} != encoders {self.modalities}")
+        if painter is not None and not {"camera", "lidar"} <= set(self.modalities):
+            raise ValueError(f"a painter needs cameras and LiDAR, the model has {self.modalities}")
         self.grid = grid
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        self.painter = painter
         self.fuser, self.head = fuser, head
         self.image_size = image_size
         self.modality_dropout = modality_dropout
@@ -288,7 +296,27 @@ class FusionDetector(nn.Module):
                 bevs[m] = enc(batch.lidar_points, use)
             else:
                 bevs[m] = enc(batch.radar_points, batch.radar_fields, use)
+        if self.painter is not None and "camera" in bevs and "lidar" in bevs:
+            bevs["lidar"] = self._paint(batch, bevs["camera"], bevs["lidar"], present)
         return {m: bevs[m] for m in self.modalities if m in bevs}
+
+    def _paint(self, batch: Batch, camera: BEVFeatures, lidar: BEVFeatures,
+               present: Tensor) -> BEVFeatures:
+        """The LiDAR map plus the painter's map of the camera features at the LiDAR points, in
+        the frames that use both sensors (``batch`` with the images as the camera encoder took
+        them; ``present`` on the host)."""
+        col = self.modalities.index
+        both = present[:, col("camera")] & present[:, col("lidar")]
+        dev = lidar.features.device
+        cams = batch.camera_mask & host_to_device(both, dev)[:, None]
+        pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
+                  else torch.zeros(len(batch), dtype=torch.int64))
+        lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
+        paint = self.painter(camera.image_features, batch.lidar_points, pasted, time_lag_col=lag,
+                             intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera,
+                             img_aug=batch.img_aug, camera_mask=cams)
+        return BEVFeatures(lidar.features + paint.to(lidar.features.dtype), lidar.valid,
+                           unpainted=lidar.features)
 
     def forward(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> DetectorOutput:
         """Batch -> head maps at the BEV grid resolution (see ``DetectorOutput``).
@@ -317,7 +345,9 @@ class FusionDetector(nn.Module):
             if len(frames) == 0:
                 continue
             idx = frames.to(dev)
-            sub_bevs = {m: BEVFeatures(f.features[idx], f.valid[idx])
+            # A subset without the cameras takes the LiDAR map without their paint.
+            sub_bevs = {m: BEVFeatures((f.features if f.unpainted is None or "camera" in subset
+                                        else f.unpainted)[idx], f.valid[idx])
                         for m, f in bevs.items() if m in subset}
             with self.norm_stats(self.stats_key(subset)):
                 fused = self.fuser(sub_bevs, sub[frames].to(dev))
@@ -502,6 +532,12 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
 
     head = build_head()
     subset_heads = [build_head() for _ in f.subset_loss] if f.subset_heads else []
+    painter = None
+    if cfg.camera.paint_channels > 0 and {"camera", "lidar"} <= set(encoders):
+        painter = PointPainter(grid=cfg.grid, in_channels=cfg.camera.fpn_channels,
+                               hidden_channels=cfg.camera.paint_channels,
+                               out_channels=encoders["lidar"].out_channels,
+                               stride=cfg.camera.feature_stride)
     return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
                           image_size=cfg.camera.image_size if "camera" in encoders else None,
                           modality_dropout=f.modality_dropout,
@@ -511,4 +547,4 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                           standstill=cfg.standstill,
                           subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight,
                           subset_code_weights=f.subset_code_weights, subset_heads=subset_heads,
-                          subset_norm_stats=f.subset_norm_stats)
+                          subset_norm_stats=f.subset_norm_stats, painter=painter)

@@ -17,11 +17,17 @@ class BEVFeatures:
             masks invalid cells out; their feature values are never used.
         depth_logits: cameras only: (B, N, D, h, w) the lift's depth logits per camera and
             feature pixel (rows of absent cameras are meaningless), for depth supervision.
+        image_features: cameras only: (B, N, C, h, w) the feature maps the lift took (rows of
+            absent cameras zero), for ``camera.paint``.
+        unpainted: LiDAR only, when camera features were painted onto it
+            (``camera.paint``): ``features`` without them, for passes without the cameras.
     """
 
     features: Tensor
     valid: Tensor
     depth_logits: Tensor | None = None
+    image_features: Tensor | None = None
+    unpainted: Tensor | None = None
 
 
 @dataclass

@@ -19,7 +19,8 @@ class CameraEncoder(nn.Module):
         pixel_mean, pixel_std: RGB normalisation on [0, 255].
     Forward: images (B, N, 3, H, W) uint8, camera_mask (B, N) bool, intrinsics (B, N, 3, 3),
     ego_T_camera (B, N, 4, 4), img_aug (B, N, 3, 3) -> BEVFeatures (B, out_channels, H_bev,
-    W_bev) with the lift's depth logits. Only present cameras go through the CNN.
+    W_bev) with the lift's depth logits and the feature maps it lifted. Only present cameras go
+    through the CNN.
     """
 
     def __init__(self, *, backbone: ResNetBackbone, neck: FPN, lift: DepthLift,
@@ -63,7 +64,8 @@ class CameraEncoder(nn.Module):
                                         / self.pixel_std))
             feats = f.new_zeros(b * n, f.shape[1], h // stride, w // stride)
             feats[present] = f
+        feats = feats.reshape(b, n, *feats.shape[1:])
         bev, valid, depth_logits = self.lift(
-            feats.reshape(b, n, *feats.shape[1:]), intrinsics=intrinsics,
-            ego_T_camera=ego_T_camera, img_aug=img_aug, camera_mask=camera_mask, geometry=geom)
-        return BEVFeatures(self.bev_conv(bev), valid, depth_logits)
+            feats, intrinsics=intrinsics, ego_T_camera=ego_T_camera, img_aug=img_aug,
+            camera_mask=camera_mask, geometry=geom)
+        return BEVFeatures(self.bev_conv(bev), valid, depth_logits, image_features=feats)
