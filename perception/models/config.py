@@ -64,6 +64,10 @@ class CameraConfig:
             the keyframe LiDAR points and adds a map of them (a painter this many channels
             wide) to the LiDAR BEV map (``camera.paint``); 0 turns it off. Ignored by models
             without both sensors.
+        pixel_weight: with ``paint_channels``, > 0 adds the painter's pixel head (per camera
+            feature pixel: the class of what the LiDAR point there lies in, and that box's yaw
+            relative to the ray), paints its outputs too and trains it with this weight
+            (``loss_pixel``); 0: off.
     """
 
     image_size: tuple[int, int] = (128, 352)
@@ -79,10 +83,15 @@ class CameraConfig:
     pixel_std: tuple[float, float, float] = (58.4, 57.1, 57.4)
     depth_weight: float = 0.0
     paint_channels: int = 0
+    pixel_weight: float = 0.0
 
     def __post_init__(self):
         if self.paint_channels < 0:
             raise ValueError(f"camera.paint_channels must be >= 0 (0: off), got "
+                             f"{self.paint_channels}")
+        if self.pixel_weight < 0 or (self.pixel_weight > 0 and self.paint_channels == 0):
+            raise ValueError(f"camera.pixel_weight must be >= 0 and needs paint_channels > 0, "
+                             f"got {self.pixel_weight} with paint_channels "
                              f"{self.paint_channels}")
 
     @property

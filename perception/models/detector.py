@@ -9,7 +9,7 @@ An encoder runs only if some frame uses its sensor; the fuser masks the rest per
 from __future__ import annotations
 
 import contextlib
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Iterator, Mapping, Sequence
 
 import torch
@@ -23,7 +23,7 @@ from perception.models.camera import (
     resize_images,
 )
 from perception.models.camera.depth import depth_loss, lidar_depth_targets
-from perception.models.camera.paint import PointPainter
+from perception.models.camera.paint import PointPainter, pixel_loss, pixel_targets
 from perception.models.config import MODALITIES, ModelConfig, check_flips
 from perception.models.fusion import AttentionFuser
 from perception.models.heads import CenterHead
@@ -77,6 +77,8 @@ class FusionDetector(nn.Module):
         painter: a built ``PointPainter`` (models with cameras and LiDAR): in frames that use
             both, its map of the camera features at the LiDAR points is added to the LiDAR BEV
             map (``perception.models.camera.paint``).
+        pixel_weight: weight of the painter's pixel loss (``loss_pixel``, with its
+            ``pixel_head``): what the LiDAR point each camera feature pixel shows belongs to.
     """
 
     def __init__(self, *, grid: BEVGrid, encoders: dict[str, nn.Module], fuser: AttentionFuser,
@@ -88,7 +90,7 @@ class FusionDetector(nn.Module):
                  subset_loss_weight: float = 1.0,
                  subset_code_weights: Sequence[float] | None = None,
                  subset_heads: Sequence[CenterHead] = (), subset_norm_stats: bool = False,
-                 painter: PointPainter | None = None):
+                 painter: PointPainter | None = None, pixel_weight: float = 0.0):
         super().__init__()
         if not encoders or set(encoders) - set(MODALITIES):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}")
@@ -102,6 +104,9 @@ class FusionDetector(nn.Module):
         self.grid = grid
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.painter = painter
+        self.pixel_weight = pixel_weight
+        if pixel_weight > 0 and (painter is None or painter.pixel_head is None):
+            raise ValueError("pixel_weight > 0 needs a painter with a pixel head")
         self.fuser, self.head = fuser, head
         self.image_size = image_size
         self.modality_dropout = modality_dropout
@@ -297,14 +302,15 @@ class FusionDetector(nn.Module):
             else:
                 bevs[m] = enc(batch.radar_points, batch.radar_fields, use)
         if self.painter is not None and "camera" in bevs and "lidar" in bevs:
-            bevs["lidar"] = self._paint(batch, bevs["camera"], bevs["lidar"], present)
+            bevs["lidar"], logits = self._paint(batch, bevs["camera"], bevs["lidar"], present)
+            bevs["camera"] = replace(bevs["camera"], pixel_logits=logits)
         return {m: bevs[m] for m in self.modalities if m in bevs}
 
     def _paint(self, batch: Batch, camera: BEVFeatures, lidar: BEVFeatures,
-               present: Tensor) -> BEVFeatures:
+               present: Tensor) -> tuple[BEVFeatures, Tensor | None]:
         """The LiDAR map plus the painter's map of the camera features at the LiDAR points, in
         the frames that use both sensors (``batch`` with the images as the camera encoder took
-        them; ``present`` on the host)."""
+        them; ``present`` on the host), and the painter's pixel logits (or None)."""
         col = self.modalities.index
         both = present[:, col("camera")] & present[:, col("lidar")]
         dev = lidar.features.device
@@ -312,11 +318,12 @@ class FusionDetector(nn.Module):
         pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
                   else torch.zeros(len(batch), dtype=torch.int64))
         lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
-        paint = self.painter(camera.image_features, batch.lidar_points, pasted, time_lag_col=lag,
-                             intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera,
-                             img_aug=batch.img_aug, camera_mask=cams)
+        paint, logits = self.painter(
+            camera.image_features, batch.lidar_points, pasted, time_lag_col=lag,
+            intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera, img_aug=batch.img_aug,
+            camera_mask=cams)
         return BEVFeatures(lidar.features + paint.to(lidar.features.dtype), lidar.valid,
-                           unpainted=lidar.features)
+                           unpainted=lidar.features), logits
 
     def forward(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> DetectorOutput:
         """Batch -> head maps at the BEV grid resolution (see ``DetectorOutput``).
@@ -332,7 +339,8 @@ class FusionDetector(nn.Module):
         subsets = self._subsets(bevs, present) if self.training else ()
         return DetectorOutput(heads=heads, present=present, fused=fused,
                               depth_logits=None if camera is None else camera.depth_logits,
-                              subsets=subsets)
+                              subsets=subsets,
+                              pixel_logits=None if camera is None else camera.pixel_logits)
 
     def _subsets(self, bevs: dict[str, BEVFeatures], present: Tensor) -> tuple[SubsetOutput, ...]:
         """The ``subset_loss`` forwards: per subset, the frames it changes, fused from the
@@ -379,6 +387,8 @@ class FusionDetector(nn.Module):
         losses = self.head.loss(outputs.heads, batch.gt)
         if self.depth_weight > 0:
             losses["loss_depth"] = self.depth_weight * self._depth_loss(outputs, batch)
+        if self.pixel_weight > 0:
+            losses["loss_pixel"] = self.pixel_weight * self._pixel_loss(outputs, batch)
         if self.subset_loss and self.training:
             # Present in every training step (0 when dropout left no frame to change), so that
             # the log has the same columns throughout.
@@ -389,6 +399,29 @@ class FusionDetector(nn.Module):
                 total = total + sum(terms.values())
             losses["loss_subset"] = self.subset_loss_weight * total
         return losses
+
+    def _pixel_loss(self, outputs: DetectorOutput, batch: Batch) -> Tensor:
+        """The painter's pixel loss over the cameras of the frames that used cameras and LiDAR
+        (0 when there are none)."""
+        logits = outputs.pixel_logits
+        if logits is None:  # no frame used both sensors (modality dropout)
+            return outputs.fused.sum() * 0.0
+        if self.image_size is not None:  # the img_aug the painter saw
+            batch = resize_images(batch, self.image_size)
+        dev = logits.device
+        col = self.modalities.index
+        both = outputs.present[:, col("camera")] & outputs.present[:, col("lidar")]
+        cams = batch.camera_mask & host_to_device(both, dev)[:, None]
+        pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
+                  else torch.zeros(len(batch), dtype=torch.int64))
+        lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
+        with torch.no_grad():
+            classes, yaw = pixel_targets(
+                batch.lidar_points, pasted, batch.gt, time_lag_col=lag,
+                intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera,
+                img_aug=batch.img_aug, camera_mask=cams, feature_shape=tuple(logits.shape[-2:]),
+                stride=self.painter.stride)
+        return pixel_loss(logits, classes, yaw)
 
     def _depth_loss(self, outputs: DetectorOutput, batch: Batch) -> Tensor:
         """Cross-entropy of the lift's depth against LiDAR, over the cameras this forward used
@@ -536,6 +569,7 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
     if cfg.camera.paint_channels > 0 and {"camera", "lidar"} <= set(encoders):
         painter = PointPainter(grid=cfg.grid, in_channels=cfg.camera.fpn_channels,
                                hidden_channels=cfg.camera.paint_channels,
+                               num_classes=len(cfg.classes) if cfg.camera.pixel_weight > 0 else 0,
                                out_channels=encoders["lidar"].out_channels,
                                stride=cfg.camera.feature_stride)
     return FusionDetector(grid=cfg.grid, encoders=encoders, fuser=fuser, head=head,
@@ -547,4 +581,5 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
                           standstill=cfg.standstill,
                           subset_loss=f.subset_loss, subset_loss_weight=f.subset_loss_weight,
                           subset_code_weights=f.subset_code_weights, subset_heads=subset_heads,
-                          subset_norm_stats=f.subset_norm_stats, painter=painter)
+                          subset_norm_stats=f.subset_norm_stats, painter=painter,
+                          pixel_weight=cfg.camera.pixel_weight if painter is not None else 0.0)

@@ -21,6 +21,7 @@ class BEVFeatures:
             absent cameras zero), for ``camera.paint``.
         unpainted: LiDAR only, when camera features were painted onto it
             (``camera.paint``): ``features`` without them, for passes without the cameras.
+        pixel_logits: cameras only, with the painter's pixel head: (B, N, 1 + K + 2, h, w).
     """
 
     features: Tensor
@@ -28,6 +29,7 @@ class BEVFeatures:
     depth_logits: Tensor | None = None
     image_features: Tensor | None = None
     unpainted: Tensor | None = None
+    pixel_logits: Tensor | None = None
 
 
 @dataclass
@@ -74,6 +76,7 @@ class DetectorOutput:
         depth_logits: the camera encoder's (B, N, D, h, w) depth logits when it ran, else None.
         subsets: in training, one ``SubsetOutput`` per ``subset_loss`` subset that changed some
             frame's sensors; empty otherwise.
+        pixel_logits: the painter's pixel head's (B, N, 1 + K + 2, h, w) logits when it ran.
     """
 
     heads: tuple[HeadOutput, ...]
@@ -81,3 +84,4 @@ class DetectorOutput:
     fused: Tensor
     depth_logits: Tensor | None = None
     subsets: tuple[SubsetOutput, ...] = ()
+    pixel_logits: Tensor | None = None

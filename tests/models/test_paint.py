@@ -7,7 +7,7 @@ import torch
 
 from perception.models import build_model
 from perception.models.camera import depth_bin_centers, frustum_points
-from perception.models.camera.paint import PointPainter, paint_points
+from perception.models.camera.paint import IGNORE, PointPainter, paint_points
 from perception.models.config import CameraConfig
 from perception.structures.grid import BEVGrid
 
@@ -131,11 +131,12 @@ def test_the_painter_adds_nothing_at_first_nor_where_nothing_was_painted(kit):
     feats = torch.randn(1, 1, 4, 16, 44)
     args = dict(time_lag_col=4, intrinsics=K, ego_T_camera=T, img_aug=aug,
                 camera_mask=torch.ones(1, 1, dtype=torch.bool))
-    out = painter(feats, [cloud], torch.zeros(1, dtype=torch.int64), **args)
+    out, logits = painter(feats, [cloud], torch.zeros(1, dtype=torch.int64), **args)
+    assert logits is None
     assert out.shape == (1, 6, *GRID.shape) and out.abs().sum() == 0
     torch.manual_seed(0)
     torch.nn.init.normal_(painter.out.weight)
-    out = painter(feats, [cloud], torch.zeros(1, dtype=torch.int64), **args)
+    out, _ = painter(feats, [cloud], torch.zeros(1, dtype=torch.int64), **args)
     row, col = GRID.xy_to_cell((centre + 12.0 * fwd)[None])[0].tolist()
     touched = out.abs().sum(1)[0] > 0
     assert touched[row, col]
@@ -212,3 +213,108 @@ def test_paint_config(kit):
         CameraConfig(paint_channels=-1)
     assert build_model(_paint_config(kit, modalities=("camera", "radar"))).painter is None
     assert build_model(kit.tiny_config()).painter is None
+
+
+def _box_scene(kit, yaw):
+    """The _rig cameras and a 4 x 2 x 1.6 m box 12 m in front of camera ``cam``'s centre line
+    (class 3), with 400 LiDAR points filling it, in the augmented frame."""
+    from perception.structures import Boxes3D, GroundTruth
+
+    K, T, aug = _rig(kit)
+    out = []
+    for cam in range(3):
+        centre = T[0, cam, :3, 3] + 12.0 * T[0, cam, :3, 2]
+        box = torch.tensor([[centre[0], centre[1], centre[2], 4.0, 2.0, 1.6, yaw, 0.0, 0.0]])
+        gen = torch.Generator().manual_seed(cam)
+        local = (torch.rand(400, 3, generator=gen) - 0.5) * torch.tensor([3.9, 1.9, 1.5])
+        c, s = math.cos(yaw), math.sin(yaw)
+        pts = torch.stack([c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1],
+                           local[:, 2]], 1) + centre
+        gt = GroundTruth(Boxes3D(box), torch.tensor([3]))
+        out.append((torch.cat([pts, torch.zeros(400, 2)], 1), gt))
+    return K, T, aug, out
+
+
+@pytest.mark.parametrize("yaw", [0.4, -2.5])
+def test_pixel_targets_painted_back_give_the_boxes_heading(kit, yaw):
+    """The yaw targets, relative to each ray and signed by the view's handedness, turned back
+    into the BEV frame by the painting, are the box's heading: through a BEV mirror and
+    rotation, an image flip (camera 1) and none (cameras 0 and 2), so that a camera network
+    that reads a car's front from the image is taught a consistent target in every view."""
+    from perception.models.camera.paint import pixel_targets
+
+    K, T, aug, scenes = _box_scene(kit, yaw)
+    # The BEV augmentation mirrors the scene: the box's yaw in that frame is what it is given.
+    for cam, (cloud, gt) in enumerate(scenes):
+        mask = torch.zeros(1, 3, dtype=torch.bool)
+        mask[0, cam] = True
+        classes, target = pixel_targets([cloud], torch.zeros(1, dtype=torch.int64), [gt],
+                                        time_lag_col=4, intrinsics=K, ego_T_camera=T,
+                                        img_aug=aug, camera_mask=mask, feature_shape=(16, 44),
+                                        stride=8)
+        hit = classes[0, cam] == 4
+        assert hit.sum() >= 3 and ((classes[0, cam] == IGNORE) | hit).all()
+        assert (classes[0, [c for c in range(3) if c != cam]] == IGNORE).all()
+        painted = paint_points(torch.zeros(1, 3, 1, 16, 44), [cloud],
+                               torch.zeros(1, dtype=torch.int64), time_lag_col=4, intrinsics=K,
+                               ego_T_camera=T, img_aug=aug, camera_mask=mask, stride=8,
+                               grid=GRID, yaw=target)
+        cells = painted[0, 3] > 0
+        assert cells.sum() >= 3
+        # Within a feature pixel's width of azimuth: the points behind a pixel's nearest one
+        # take its target, relative to a ray a few hundredths of a radian off their own.
+        heading = torch.atan2(painted[0, 1][cells], painted[0, 2][cells])
+        off = torch.remainder(heading - yaw + math.pi, 2 * math.pi) - math.pi
+        assert off.abs().max() < 0.05
+    # The three views' relative-yaw targets differ in sign where their handedness differs.
+    from perception.models.camera.paint import view_handedness
+    assert view_handedness(T, aug)[0].tolist() == [-1.0, 1.0, -1.0]
+
+
+def test_pixel_targets_name_the_nearest_point_and_background(kit):
+    """Each pixel's class is that of its nearest point: a box in front hides what lies behind
+    it; a point in no box is background (0)."""
+    from perception.models.camera.paint import pixel_targets
+    from perception.structures import Boxes3D, GroundTruth
+
+    K, T = kit.camera_rig(1, (128, 352))
+    K, T, aug = K[None], T[None], torch.eye(3)[None, None]
+    fwd, centre = T[0, 0, :3, 2], T[0, 0, :3, 3]
+    box_centre = centre + 10.0 * fwd
+    gt = GroundTruth(Boxes3D(torch.tensor([[*box_centre.tolist(), 1.0, 1.0, 1.0, 0.0, 0.0,
+                                            0.0]])), torch.tensor([0]))
+
+    def at(depth):
+        return torch.cat([centre + depth * fwd, torch.zeros(2)])[None]
+
+    args = dict(time_lag_col=4, intrinsics=K, ego_T_camera=T, img_aug=aug,
+                camera_mask=torch.ones(1, 1, dtype=torch.bool), feature_shape=(16, 44),
+                stride=8)
+    pasted = torch.zeros(1, dtype=torch.int64)
+    axis = (64 // 8, 176 // 8)
+    cls, _ = pixel_targets([torch.cat([at(30.0), at(10.0)])], pasted, [gt], **args)
+    assert cls[0, 0][axis] == 1 and (cls >= 0).sum() == 1
+    cls, yaw = pixel_targets([at(30.0)], pasted, [gt], **args)
+    assert cls[0, 0][axis] == 0 and yaw.abs().sum() == 0
+    none = GroundTruth(Boxes3D(torch.zeros(0, 9)), torch.zeros(0, dtype=torch.int64))
+    cls, _ = pixel_targets([at(10.0)], pasted, [none], **args)
+    assert cls[0, 0][axis] == 0
+
+
+def test_pixel_loss_trains_the_pixel_head(kit):
+    """With ``pixel_weight`` the model reports ``loss_pixel``, which trains the pixel head; the
+    head's outputs are painted (its class probabilities and heading channels)."""
+    torch.manual_seed(0)
+    cfg = _paint_config(kit)
+    cfg = replace(cfg, camera=replace(cfg.camera, pixel_weight=1.0))
+    model = build_model(cfg)
+    assert model.painter.pixel_head is not None
+    batch = _keyframe_batch(kit, batch_size=1)
+    out = model(batch)
+    assert out.pixel_logits.shape[2] == 1 + len(cfg.classes) + 2
+    losses = model.loss(out, batch)
+    assert losses["loss_pixel"] > 0
+    losses["loss_pixel"].backward()
+    assert model.painter.pixel_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pixel_weight"):
+        CameraConfig(pixel_weight=1.0)

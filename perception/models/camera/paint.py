@@ -23,21 +23,159 @@ Where no camera painted a cell's neighbourhood the painter adds exactly zero (it
 have no bias), and its last convolution starts at zero: a fusion model initialised from a LiDAR
 model (``train.init_partial``) starts as that model, and a frame without cameras is encoded as
 a LiDAR model would encode it.
+
+Pixel supervision (PointPainting paints a segmentation network's scores; ``pixel_head``): a
+1x1 head on the camera features predicts, per feature pixel, what the LiDAR point nearest the
+camera there belongs to (background or one of the classes: the ground-truth box it lies in) and,
+on objects, the box's yaw relative to the viewing ray as the image shows it (sin, cos; the
+sine's sign turned where the view is mirrored: a BEV mirror without an image flip, or the
+reverse). Trained by ``pixel_loss`` on the targets of ``pixel_targets`` (the same points and
+geometry as the painting), its class probabilities are painted beside the features, and its
+relative yaw, turned back into the BEV frame per point and camera (plus the ray's azimuth), as
+the sin and cos of a heading: a car's lights say which way it faces, and the painting puts that
+where the LiDAR sees the car.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perception.structures.grid import BEVGrid
+
+IGNORE = -1
+
+
+def _visible(points: Tensor, num_pasted: int, time_lag_col: int | None, T: Tensor, K: Tensor,
+             A: Tensor, *, h: int, w: int, stride: int, depth_tolerance: float,
+             min_depth: float, nearest_only: bool = False):
+    """One frame's keyframe, measured points as its cameras see them.
+
+    ``T``: (n, 4, 4) sensor_T_ego of the n cameras used, ``K`` (n, 3, 3), ``A`` (n, 3, 3).
+    Returns the points ``p`` (P, C) kept and, per (camera, point) pair that is the surface a
+    camera sees at a feature pixel (within ``depth_tolerance`` of the nearest point there; only
+    the nearest itself with ``nearest_only``), the camera ``k``, point ``j``, pixel index
+    ``(k * h + row) * w + col``, or None when there is none."""
+    p = points[:len(points) - num_pasted]
+    if time_lag_col is not None:
+        p = p[p[:, time_lag_col] == 0]
+    if len(p) == 0:
+        return None
+    xyz = p[:, :3].double()
+    cam = torch.einsum("nij,pj->npi", T[:, :3, :3], xyz) + T[:, None, :3, 3]
+    depth = cam[..., 2]                                                      # (n, P)
+    pix = torch.einsum("nij,npj->npi", K.double(), cam)
+    uv1 = pix / pix[..., 2:3]
+    uv = torch.einsum("nij,npj->npi", A.double(), uv1)
+    u, v = uv[..., 0] / uv[..., 2], uv[..., 1] / uv[..., 2]
+    col = torch.floor(u / stride)
+    row = torch.floor(v / stride)
+    ok = ((depth >= min_depth) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+          & torch.isfinite(u) & torch.isfinite(v))
+    if not bool(ok.any()):
+        return None
+    k, j = torch.nonzero(ok, as_tuple=True)                                  # camera k, point j
+    pixel = (k * h + row[k, j].long()) * w + col[k, j].long()
+    d = depth[k, j]
+    nearest = torch.full((len(T) * h * w,), float("inf"), dtype=d.dtype, device=d.device)
+    nearest.scatter_reduce_(0, pixel, d, reduce="amin")
+    seen = d <= (nearest[pixel] if nearest_only else nearest[pixel] + depth_tolerance)
+    return p, k[seen], j[seen], pixel[seen]
+
+
+def view_handedness(ego_T_camera: Tensor, img_aug: Tensor) -> Tensor:
+    """(B, N) +1 where a camera's image shows the (augmented) scene as a rigid camera would,
+    -1 where it shows its mirror image (a BEV mirror in ``ego_T_camera`` without an image flip
+    in ``img_aug``, or the reverse)."""
+    return torch.sign(torch.linalg.det(ego_T_camera[..., :3, :3].double())
+                      * torch.linalg.det(img_aug[..., :2, :2].double())).float()
+
+
+def pixel_targets(points: Sequence[Tensor], num_pasted: Tensor, gts: Sequence, *,
+                  time_lag_col: int | None, intrinsics: Tensor, ego_T_camera: Tensor,
+                  img_aug: Tensor, camera_mask: Tensor, feature_shape: tuple[int, int],
+                  stride: int, min_depth: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Per feature pixel, what the nearest keyframe LiDAR point there belongs to.
+
+    Args:
+        points, num_pasted, time_lag_col, intrinsics, ego_T_camera, img_aug: as
+            :func:`paint_points`. gts: B ``GroundTruth`` (boxes in the points' frame).
+        camera_mask: (B, N) bool, the cameras to supervise.
+        feature_shape: (h, w); stride: input pixels per feature pixel.
+    Returns:
+        classes (B, N, h, w) int64: 0 background, 1 + the class index of the box the point lies
+        in, ``IGNORE`` where no point projects; yaw (B, N, 2, h, w) float32: sin and cos of that
+        box's yaw minus the azimuth of the ray from the camera to the point, the sine times the
+        view's handedness (zero off objects).
+    """
+    b_, n_ = camera_mask.shape
+    h, w = feature_shape
+    dev = intrinsics.device
+    classes = torch.full((b_, n_ * h * w), IGNORE, dtype=torch.int64, device=dev)
+    yaw = torch.zeros(b_, 2, n_ * h * w, dtype=torch.float32, device=dev)
+    sensor_T_ego = torch.linalg.inv(ego_T_camera.double())
+    hand = view_handedness(ego_T_camera, img_aug)
+    for b in range(b_):
+        cams = torch.nonzero(camera_mask[b]).squeeze(1)
+        if len(cams) == 0:
+            continue
+        seen = _visible(points[b], int(num_pasted[b]), time_lag_col, sensor_T_ego[b, cams],
+                        intrinsics[b, cams], img_aug[b, cams], h=h, w=w, stride=stride,
+                        depth_tolerance=0.0, min_depth=min_depth, nearest_only=True)
+        if seen is None:
+            continue
+        p, k, j, pixel = seen
+        pixel = cams[k] * h * w + pixel % (h * w)          # index among all N cameras
+        boxes = gts[b].boxes
+        cls = torch.zeros(len(j), dtype=torch.int64, device=dev)
+        rel = torch.zeros(len(j), dtype=torch.float64, device=dev)
+        if len(boxes):
+            inside = boxes.points_in_boxes(p[j])                            # (M, K)
+            hit = inside.any(0)
+            box = inside.float().argmax(0)
+            cls[hit] = gts[b].labels.to(dev)[box[hit]] + 1
+            centre = ego_T_camera[b, cams[k], :2, 3].double()
+            ray = p[j, :2].double() - centre
+            azimuth = torch.atan2(ray[:, 1], ray[:, 0])
+            rel = boxes.yaw.to(dev).double()[box] - azimuth
+            rel = torch.where(hit, rel, torch.zeros_like(rel))
+            hit_f = hit.to(torch.float32)
+            yaw[b, 0, pixel] = (torch.sin(rel) * hand[b, cams[k]].double()).float() * hit_f
+            yaw[b, 1, pixel] = torch.cos(rel).float() * hit_f
+        classes[b, pixel] = cls
+    return (classes.reshape(b_, n_, h, w),
+            yaw.reshape(b_, 2, n_, h, w).permute(0, 2, 1, 3, 4).contiguous())
+
+
+def pixel_loss(logits: Tensor, classes: Tensor, yaw: Tensor) -> Tensor:
+    """Cross-entropy of the class logits on the pixels with a target plus the L1 error of the
+    (sin, cos) yaw on the object pixels; 0 (with a graph) when no pixel has a target.
+
+    Args:
+        logits: (B, N, 1 + K + 2, h, w) the pixel head's output (classes, then sin and cos).
+        classes, yaw: from :func:`pixel_targets`.
+    """
+    b, n, c, h, w = logits.shape
+    flat = logits.reshape(b * n, c, h, w).float()
+    cls = classes.reshape(b * n, h, w)
+    if not (cls != IGNORE).any():
+        return flat.sum() * 0.0
+    loss = F.cross_entropy(flat[:, :-2], cls, ignore_index=IGNORE)
+    obj = cls > 0
+    if obj.any():
+        pred = flat[:, -2:].permute(0, 2, 3, 1)[obj]                         # (P, 2)
+        target = yaw.reshape(b * n, 2, h, w).permute(0, 2, 3, 1)[obj]
+        loss = loss + F.l1_loss(pred, target)
+    return loss
 
 
 def paint_points(feats: Tensor, points: Sequence[Tensor], num_pasted: Tensor, *,
                  time_lag_col: int | None, intrinsics: Tensor, ego_T_camera: Tensor,
                  img_aug: Tensor, camera_mask: Tensor, stride: int, grid: BEVGrid,
-                 depth_tolerance: float = 1.0, min_depth: float = 0.5) -> Tensor:
+                 yaw: Tensor | None = None, depth_tolerance: float = 1.0,
+                 min_depth: float = 0.5) -> Tensor:
     """Per BEV cell, the mean camera feature of the LiDAR points in it, plus a coverage channel.
 
     Args:
@@ -49,59 +187,51 @@ def paint_points(feats: Tensor, points: Sequence[Tensor], num_pasted: Tensor, *,
         intrinsics: (B, N, 3, 3). ego_T_camera: (B, N, 4, 4). img_aug: (B, N, 3, 3).
         camera_mask: (B, N) bool, the cameras that paint (present and used).
         stride: input pixels per feature pixel. grid: the BEV raster.
+        yaw: optional (B, N, 2, h, w) sin and cos of a heading relative to the viewing ray, as
+            the image shows it (``pixel_targets``' convention): each point takes it turned into
+            the BEV frame (times the view's handedness, plus the ray's azimuth) as 2 more
+            channels, after the features.
         depth_tolerance: metres behind the nearest point of its feature pixel a point may lie
             and still be painted by that camera.
         min_depth: points nearer the camera than this (metres) are not painted.
     Returns:
-        (B, C + 1, H, W) float32: the mean feature over the (point, camera) pairs of each cell,
+        (B, C (+ 2) + 1, H, W) float32: the mean over the (point, camera) pairs of each cell,
         and 1 where a cell has any (0 elsewhere, with zero features).
     """
     b_, n_, c, h, w = feats.shape
     H, W = grid.shape
-    dev = feats.device
-    sums = feats.new_zeros((b_, c, H * W), dtype=torch.float32)
+    c_out = c + (0 if yaw is None else 2)
+    sums = feats.new_zeros((b_, c_out, H * W), dtype=torch.float32)
     counts = feats.new_zeros((b_, H * W), dtype=torch.float32)
     sensor_T_ego = torch.linalg.inv(ego_T_camera.double())
+    hand = view_handedness(ego_T_camera, img_aug) if yaw is not None else None
     for b in range(b_):
         cams = torch.nonzero(camera_mask[b]).squeeze(1)
-        p = points[b][:len(points[b]) - int(num_pasted[b])]
-        if time_lag_col is not None:
-            p = p[p[:, time_lag_col] == 0]
-        if len(cams) == 0 or len(p) == 0:
+        if len(cams) == 0:
             continue
-        inside = grid.in_range(p)
-        p = p[inside]
-        if len(p) == 0:
+        seen = _visible(points[b], int(num_pasted[b]), time_lag_col, sensor_T_ego[b, cams],
+                        intrinsics[b, cams], img_aug[b, cams], h=h, w=w, stride=stride,
+                        depth_tolerance=depth_tolerance, min_depth=min_depth)
+        if seen is None:
             continue
-        xyz = p[:, :3].double()
-        T = sensor_T_ego[b, cams]                                            # (n, 4, 4)
-        cam = torch.einsum("nij,pj->npi", T[:, :3, :3], xyz) + T[:, None, :3, 3]
-        depth = cam[..., 2]                                                  # (n, P)
-        pix = torch.einsum("nij,npj->npi", intrinsics[b, cams].double(), cam)
-        uv1 = pix / pix[..., 2:3]
-        uv = torch.einsum("nij,npj->npi", img_aug[b, cams].double(), uv1)
-        u, v = uv[..., 0] / uv[..., 2], uv[..., 1] / uv[..., 2]
-        col = torch.floor(u / stride)
-        row = torch.floor(v / stride)
-        ok = ((depth >= min_depth) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-              & torch.isfinite(u) & torch.isfinite(v))
-        if not bool(ok.any()):
-            continue
-        k, j = torch.nonzero(ok, as_tuple=True)                              # camera k, point j
-        pixel = (k * h + row[k, j].long()) * w + col[k, j].long()            # within this frame
-        d = depth[k, j]
-        nearest = torch.full((len(cams) * h * w,), float("inf"), dtype=d.dtype, device=dev)
-        nearest.scatter_reduce_(0, pixel, d, reduce="amin")
-        seen = d <= nearest[pixel] + depth_tolerance
-        k, j, pixel = k[seen], j[seen], pixel[seen]
+        p, k, j, pixel = seen
+        inside = grid.in_range(p[j])
+        k, j, pixel = k[inside], j[inside], pixel[inside]
         sampled = feats[b, cams].permute(0, 2, 3, 1).reshape(-1, c)[pixel].float()   # (K, C)
+        if yaw is not None:
+            sc = yaw[b, cams].permute(0, 2, 3, 1).reshape(-1, 2)[pixel].double()
+            rel = torch.atan2(sc[:, 0] * hand[b, cams[k]].double(), sc[:, 1])
+            ray = p[j, :2].double() - ego_T_camera[b, cams[k], :2, 3].double()
+            heading = rel + torch.atan2(ray[:, 1], ray[:, 0])
+            sampled = torch.cat([sampled, torch.stack([torch.sin(heading), torch.cos(heading)],
+                                                      1).float()], 1)
         rc = grid.xy_to_cell(p[j, :2])
         cell = rc[:, 0] * W + rc[:, 1]
         sums[b].index_add_(1, cell, sampled.t())
         counts[b].index_add_(0, cell, torch.ones_like(cell, dtype=torch.float32))
     covered = (counts > 0).to(torch.float32)
     mean = sums / counts.clamp(min=1)[:, None]
-    return torch.cat([mean, covered[:, None]], dim=1).reshape(b_, c + 1, H, W)
+    return torch.cat([mean, covered[:, None]], dim=1).reshape(b_, c_out + 1, H, W)
 
 
 class PointPainter(nn.Module):
@@ -112,19 +242,26 @@ class PointPainter(nn.Module):
         hidden_channels: width of the painter's convolutions.
         out_channels: the LiDAR BEV map's channels.
         stride: input pixels per camera feature pixel.
+        num_classes: > 0 builds the pixel head (``pixel_head``: 1 + num_classes class logits,
+            then sin and cos of the relative yaw), whose class probabilities and BEV heading
+            are painted too; 0: the features only.
         depth_tolerance: see :func:`paint_points`.
-    Forward: the arguments of :func:`paint_points` without ``stride``/``grid`` -> (B,
-    out_channels, H, W), exactly zero at cells with no painted cell among their 3 x 3
-    neighbours, and everywhere at initialisation.
+    Forward: the arguments of :func:`paint_points` without ``stride``/``grid``/``yaw`` ->
+    (B, out_channels, H, W), exactly zero at cells with no painted cell among their 3 x 3
+    neighbours, and everywhere at initialisation; and the pixel head's (B, N, 1 + K + 2, h, w)
+    logits (None without it).
     """
 
     def __init__(self, *, grid: BEVGrid, in_channels: int, hidden_channels: int,
-                 out_channels: int, stride: int, depth_tolerance: float = 1.0):
+                 out_channels: int, stride: int, num_classes: int = 0,
+                 depth_tolerance: float = 1.0):
         super().__init__()
         self.grid, self.stride, self.depth_tolerance = grid, stride, depth_tolerance
+        self.pixel_head = nn.Conv2d(in_channels, num_classes + 3, 1) if num_classes else None
+        painted = in_channels + (num_classes + 3 if num_classes else 0)
         # No biases and no normalisation: zero in, zero out (see the module docstring).
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels + 1, hidden_channels, 1, bias=False), nn.ReLU(inplace=True),
+            nn.Conv2d(painted + 1, hidden_channels, 1, bias=False), nn.ReLU(inplace=True),
             nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1, bias=False),
             nn.ReLU(inplace=True))
         self.out = nn.Conv2d(hidden_channels, out_channels, 1, bias=False)
@@ -132,10 +269,17 @@ class PointPainter(nn.Module):
 
     def forward(self, feats: Tensor, points: Sequence[Tensor], num_pasted: Tensor, *,
                 time_lag_col: int | None, intrinsics: Tensor, ego_T_camera: Tensor,
-                img_aug: Tensor, camera_mask: Tensor) -> Tensor:
+                img_aug: Tensor, camera_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        logits = yaw = None
+        if self.pixel_head is not None:
+            b, n, c, h, w = feats.shape
+            logits = self.pixel_head(feats.reshape(b * n, c, h, w)).reshape(b, n, -1, h, w)
+            probs = logits[:, :, :-2].float().softmax(dim=2)
+            yaw = F.normalize(logits[:, :, -2:].float(), dim=2)
+            feats = torch.cat([feats.float(), probs], dim=2)
         painted = paint_points(feats, points, num_pasted, time_lag_col=time_lag_col,
                                intrinsics=intrinsics, ego_T_camera=ego_T_camera,
                                img_aug=img_aug, camera_mask=camera_mask, stride=self.stride,
-                               grid=self.grid, depth_tolerance=self.depth_tolerance)
+                               grid=self.grid, yaw=yaw, depth_tolerance=self.depth_tolerance)
         x = painted.to(self.out.weight.dtype)
-        return self.out(self.net(x))
+        return self.out(self.net(x)), logits
