@@ -60,6 +60,24 @@ def test_probe_depth_summary():
     assert probe.summarize(off, targets, centres)["argmax_exact"] == 0.0
 
 
+def test_probe_pixels_summary():
+    probe = load_tool("probe_pixels")
+    # background, a car (class 1) seen at relative yaw 0, a car at 170 deg predicted at -10.
+    classes = torch.tensor([0, 1, 1])
+    yaw = torch.tensor([[0.0, 0.0], [0.0, 1.0],
+                        [math.sin(math.radians(170)), math.cos(math.radians(170))]])
+    logits = torch.zeros(3, 1 + 10 + 2)
+    logits[0, 0] = logits[1, 1] = 5.0
+    logits[2, 4] = 5.0                                   # the second car called class 3
+    logits[:, -2:] = torch.tensor([[0.0, 1.0], [0.0, 1.0],
+                                   [math.sin(math.radians(-10)), math.cos(math.radians(-10))]])
+    r = probe.summarize(logits, classes, yaw)
+    assert r["pixels"] == 3 and r["object_pixels"] == 2
+    assert math.isclose(r["class_accuracy"], 2 / 3) and r["object_class_accuracy"] == 0.5
+    assert r["heading_within_45"] == 0.5 and r["heading_turned"] == 0.5
+    assert math.isclose(r["heading_median_deg"], 0.0, abs_tol=1e-4)  # lower median of 0, 180
+
+
 @needs_scene
 def test_probe_velocity_on_the_real_scene(tmp_path, capsys):
     """scene-0916's ground truth as detections: with their velocities, every heading within 0.5
