@@ -392,6 +392,36 @@ def _partial_state(model: torch.nn.Module, state: dict, path: Path,
     return out
 
 
+def init_encoder(model: torch.nn.Module, sensor: str, path: str | os.PathLike) -> int:
+    """``train.init_encoders``: load ``sensor``'s encoder (``encoders.<sensor>.*``) of the
+    file ``path`` into ``model``; a ``ValueError`` naming the file when the model or the file
+    lacks that encoder or its tensors differ in shape. Returns the tensors loaded."""
+    from perception.engine.checkpoint import model_state
+
+    path = Path(path)
+    if sensor not in getattr(model, "encoders", {}):
+        raise ValueError(f"train.init_encoders: the model has no {sensor} encoder "
+                         f"(sensors {list(model.encoders)})")
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_encoders: no file {path}")
+    prefix = f"encoders.{sensor}."
+    theirs = {k: v for k, v in model_state(torch.load(path, map_location="cpu",
+                                                       weights_only=True)).items()
+              if k.startswith(prefix)}
+    own = model.state_dict()
+    mine = {k for k in own if k.startswith(prefix)}
+    if not theirs:
+        raise ValueError(f"train.init_encoders: {path} holds no {sensor} encoder")
+    differ = sorted(k for k in mine if k not in theirs or theirs[k].shape != own[k].shape)
+    differ += sorted(set(theirs) - mine)
+    if differ:
+        raise ValueError(f"train.init_encoders: {path}'s {sensor} encoder is another "
+                         f"architecture than the config builds: {differ[:8]}")
+    own.update({k: v.to(own[k].dtype) for k, v in theirs.items()})
+    model.load_state_dict(own)
+    return len(theirs)
+
+
 FAVOURED_ROWS = ("fuser.channel_logits", "fuser.modality_bias")
 
 
@@ -473,6 +503,11 @@ def train(cfg, work_dir: str | os.PathLike, *, resume: bool = False, stop_after:
         if t.init_partial and progress:
             print(f"train.init_from {t.init_from}: {counts['loaded']} tensors loaded, "
                   f"{counts['fresh']} start fresh")
+    if not resume:
+        for sensor, path in t.init_encoders.items():
+            n = init_encoder(model, sensor, path)
+            if progress:
+                print(f"train.init_encoders: {sensor} encoder from {path} ({n} tensors)")
     save_config(cfg, work_dir / "config.yaml")
 
     end = t.max_iters if stop_after is None else min(t.max_iters, int(stop_after))

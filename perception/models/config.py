@@ -567,6 +567,10 @@ class TrainConfig:
             file's model's and the fresh encoders' noise does not dilute it (5: the file's
             sensor takes ~99 % of each channel's weight beside two fresh ones). 0 = no
             preference (every sensor weighted alike at the start).
+        init_encoders: sensor -> file: after ``init_from`` (or instead of it), that sensor's
+            encoder (``encoders.<sensor>.*``) starts as the file's, e.g. a fusion model's camera
+            network from the camera model's first phase while ``init_from`` gives the LiDAR
+            path. The file must hold that encoder, of the same shapes. Empty = none.
     """
 
     batch_size: int = 1
@@ -588,6 +592,7 @@ class TrainConfig:
     init_from: str | None = None
     init_partial: bool = False
     init_favour: float = 0.0
+    init_encoders: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.batch_size < 1 or self.max_iters < 1:
@@ -600,6 +605,10 @@ class TrainConfig:
             raise ValueError("train.init_favour must be >= 0 and needs train.init_partial "
                              f"(a start from a file of fewer sensors), got {self.init_favour}"
                              f" with init_partial {self.init_partial}")
+        unknown = set(self.init_encoders) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"train.init_encoders: unknown sensors {sorted(unknown)} "
+                             f"(sensors: {list(MODALITIES)})")
 
 
 @dataclass(frozen=True)

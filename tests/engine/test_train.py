@@ -356,6 +356,48 @@ def test_init_partial_starts_a_fusion_model_from_a_single_sensor_model(tmp_path,
         train(ekit.make_config(data), tmp_path / "fusion3", progress=False, nusc=nusc)
 
 
+def test_init_encoders_start_one_sensor_from_another_file(tmp_path, ekit, nusc):
+    """``train.init_encoders``: beside ``init_from`` (the LiDAR model's file, partial), the
+    camera encoder starts as a camera model's; at learning rate 0 both survive the run. A file
+    without that encoder, a sensor the model lacks and an unknown sensor are errors."""
+    from perception.models.config import TrainConfig
+
+    data = ekit.tiny_experiment(max_iters=1, checkpoint_interval=1)
+    data["data"]["augment"]["paste"]["counts"] = {}
+    for name, sensors in (("lidar", ["lidar"]), ("camera", ["camera"])):
+        data["model"]["modalities"] = sensors
+        train(ekit.make_config(data), tmp_path / name, progress=False, nusc=nusc)
+    lidar = load_checkpoint(tmp_path / "lidar" / "latest.pt")["model"]
+    camera = load_checkpoint(tmp_path / "camera" / "latest.pt")["model"]
+
+    data["model"]["modalities"] = ["camera", "lidar", "radar"]
+    data["train"].update(init_from=str(tmp_path / "lidar" / "latest.pt"), init_partial=True,
+                         init_encoders={"camera": str(tmp_path / "camera" / "latest.pt")},
+                         lr=0.0, seed=1)
+    train(ekit.make_config(data), tmp_path / "fusion", progress=False, nusc=nusc)
+    fused = load_checkpoint(tmp_path / "fusion" / "latest.pt")["model"]
+
+    def weights(state, prefix):
+        return [k for k in state if k.startswith(prefix)
+                and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+
+    cam, lid = weights(camera, "encoders.camera."), weights(lidar, "encoders.lidar.")
+    assert cam and lid
+    assert all(torch.equal(fused[k], camera[k]) for k in cam)
+    assert all(torch.equal(fused[k], lidar[k]) for k in lid)
+
+    data["train"]["init_encoders"] = {"camera": str(tmp_path / "lidar" / "latest.pt")}
+    with pytest.raises(ValueError, match=r"latest\.pt holds no camera encoder"):
+        train(ekit.make_config(data), tmp_path / "e1", progress=False, nusc=nusc)
+    data["model"]["modalities"] = ["lidar"]
+    data["train"].update(init_from=None, init_partial=False,
+                         init_encoders={"camera": str(tmp_path / "camera" / "latest.pt")})
+    with pytest.raises(ValueError, match="the model has no camera encoder"):
+        train(ekit.make_config(data), tmp_path / "e2", progress=False, nusc=nusc)
+    with pytest.raises(ValueError, match="unknown sensors"):
+        TrainConfig(init_encoders={"sonar": "x.pt"})
+
+
 def test_a_non_finite_loss_stops_the_run_and_names_the_samples(tmp_path, ekit, nusc,
                                                               monkeypatch):
     """A NaN loss at iteration 2 stops training there, with an error
