@@ -13,6 +13,8 @@ Geometry: ``ego_T_camera`` may carry the global BEV augmentation (``aug_T_ego @ 
 the LiDAR points carry it too, so ``inv(ego_T_camera) @ p`` is the camera-frame point either way.
 Pixels follow ``Calibration.project`` (intrinsics, then ``img_aug``) and the lift's convention:
 feature pixel (i, j) of stride s covers input pixels [j s, (j + 1) s) x [i s, (i + 1) s).
+``visible_points`` does that projection and the nearest-point test for the depth targets and for
+the painting (``camera.paint``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,53 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE = -1
+
+
+def visible_points(points: Tensor, num_pasted: int, time_lag_col: int | None, T: Tensor,
+                   K: Tensor, A: Tensor, *, h: int, w: int, stride: int, min_depth: float,
+                   depth_tolerance: float = 0.0, nearest_only: bool = False):
+    """One frame's keyframe, measured points as its cameras see them (the module docstring's
+    points and geometry).
+
+    Args:
+        points: (P, C) ego frame, x, y, z first. num_pasted: trailing rows inserted by GT
+            copy-paste (skipped). time_lag_col: column of the time lag; only lag-0 rows are kept
+            (None: every row).
+        T: (n, 4, 4) sensor_T_ego of the n cameras used; K: (n, 3, 3) intrinsics; A: (n, 3, 3)
+            img_aug. h, w: the feature map's size; stride: input pixels per feature pixel.
+        min_depth: points nearer the camera (metres) are not seen.
+        depth_tolerance: a point counts as seen at its feature pixel when within this many
+            metres behind the nearest point there; ``nearest_only``: only the nearest itself.
+    Returns:
+        None when no pair is seen, else ``(p, k, j, pixel, depth)``: the points kept (P', C)
+        and per seen (camera, point) pair the camera ``k`` (among the n), the point ``j`` (a
+        row of ``p``), the pixel ``(k * h + row) * w + col`` and the depth (metres, float64).
+    """
+    p = points[:len(points) - num_pasted]
+    if time_lag_col is not None:
+        p = p[p[:, time_lag_col] == 0]
+    if len(p) == 0:
+        return None
+    xyz = p[:, :3].double()
+    cam = torch.einsum("nij,pj->npi", T[:, :3, :3].double(), xyz) + T[:, None, :3, 3].double()
+    depth = cam[..., 2]                                                      # (n, P)
+    pix = torch.einsum("nij,npj->npi", K.double(), cam)
+    uv1 = pix / pix[..., 2:3]
+    uv = torch.einsum("nij,npj->npi", A.double(), uv1)
+    u, v = uv[..., 0] / uv[..., 2], uv[..., 1] / uv[..., 2]
+    col = torch.floor(u / stride)
+    row = torch.floor(v / stride)
+    ok = ((depth >= min_depth) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+          & torch.isfinite(u) & torch.isfinite(v))
+    if not bool(ok.any()):
+        return None
+    k, j = torch.nonzero(ok, as_tuple=True)                                  # camera k, point j
+    pixel = (k * h + row[k, j].long()) * w + col[k, j].long()
+    d = depth[k, j]
+    nearest = torch.full((len(T) * h * w,), float("inf"), dtype=d.dtype, device=d.device)
+    nearest.scatter_reduce_(0, pixel, d, reduce="amin")
+    seen = d <= (nearest[pixel] if nearest_only else nearest[pixel] + depth_tolerance)
+    return p, k[seen], j[seen], pixel[seen], d[seen]
 
 
 def lidar_depth_targets(points: Sequence[Tensor], num_pasted: Tensor, *, time_lag_col: int | None,
@@ -47,37 +96,24 @@ def lidar_depth_targets(points: Sequence[Tensor], num_pasted: Tensor, *, time_la
     B, N = camera_mask.shape
     h, w = feature_shape
     lo, hi, step = depth_bins
-    dev = intrinsics.device
-    # Start above every bin index so that scatter-amin keeps the nearest; mapped to IGNORE below.
     n_bins = int(round((hi - lo) / step))
-    flat = torch.full((B * N * h * w,), n_bins, dtype=torch.int64, device=dev)
+    flat = torch.full((B * N * h * w,), IGNORE, dtype=torch.int64, device=intrinsics.device)
     sensor_T_ego = torch.linalg.inv(ego_T_camera.double())
     for b in range(B):
         cams = torch.nonzero(camera_mask[b]).squeeze(1)
-        p = points[b]
-        keep = len(p) - int(num_pasted[b])
-        p = p[:keep]
-        if time_lag_col is not None:
-            p = p[p[:, time_lag_col] == 0]
-        if len(cams) == 0 or len(p) == 0:
+        if len(cams) == 0:
             continue
-        xyz = p[:, :3].double()
-        T = sensor_T_ego[b, cams]                                            # (n, 4, 4)
-        cam = torch.einsum("nij,pj->npi", T[:, :3, :3], xyz) + T[:, None, :3, 3]
-        depth = cam[..., 2]                                                  # (n, P)
-        pix = torch.einsum("nij,npj->npi", intrinsics[b, cams].double(), cam)
-        uv1 = pix / pix[..., 2:3]
-        uv = torch.einsum("nij,npj->npi", img_aug[b, cams].double(), uv1)
-        u, v = uv[..., 0] / uv[..., 2], uv[..., 1] / uv[..., 2]
-        col = torch.floor(u / stride)
-        row = torch.floor(v / stride)
-        ok = ((depth >= lo) & (depth < hi) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-              & torch.isfinite(u) & torch.isfinite(v))
-        bins = torch.floor((depth - lo) / step).long().clamp_(0, n_bins - 1)
-        base = ((b * N + cams) * h * w)[:, None]
-        cell = base + row.long().clamp_(0, h - 1) * w + col.long().clamp_(0, w - 1)
-        flat.scatter_reduce_(0, cell[ok], bins[ok], reduce="amin")
-    flat[flat == n_bins] = IGNORE
+        seen = visible_points(points[b], int(num_pasted[b]), time_lag_col,
+                              sensor_T_ego[b, cams], intrinsics[b, cams], img_aug[b, cams],
+                              h=h, w=w, stride=stride, min_depth=lo, nearest_only=True)
+        if seen is None:
+            continue
+        _, k, _, pixel, depth = seen
+        # The nearest point of a pixel beyond the last bin leaves it without a target: any other
+        # point there lies further still.
+        keep = depth < hi
+        bins = torch.floor((depth[keep] - lo) / step).long().clamp_(0, n_bins - 1)
+        flat[(b * N + cams[k[keep]]) * h * w + pixel[keep] % (h * w)] = bins
     return flat.reshape(B, N, h, w)
 
 

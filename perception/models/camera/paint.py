@@ -14,7 +14,8 @@ longer show them) and only measured ones (GT copy-paste appends points the camer
 ``Batch.lidar_num_pasted``). A point is painted by a camera only where it is the surface the
 camera sees: within ``depth_tolerance`` of the nearest point projecting into its feature pixel
 (a point behind a parked car would otherwise take the car's colour).
-Geometry as ``camera.depth.lidar_depth_targets``: ``ego_T_camera`` carries the global BEV
+Geometry and points as ``camera.depth.lidar_depth_targets`` (both through
+``camera.depth.visible_points``): ``ego_T_camera`` carries the global BEV
 augmentation as the points do, pixels follow ``Calibration.project`` (intrinsics, then
 ``img_aug``), and feature pixel (i, j) of stride s covers input pixels [j s, (j + 1) s) x
 [i s, (i + 1) s).
@@ -43,46 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from perception.models.camera.depth import IGNORE, visible_points
 from perception.structures.grid import BEVGrid
-
-IGNORE = -1
-
-
-def _visible(points: Tensor, num_pasted: int, time_lag_col: int | None, T: Tensor, K: Tensor,
-             A: Tensor, *, h: int, w: int, stride: int, depth_tolerance: float,
-             min_depth: float, nearest_only: bool = False):
-    """One frame's keyframe, measured points as its cameras see them.
-
-    ``T``: (n, 4, 4) sensor_T_ego of the n cameras used, ``K`` (n, 3, 3), ``A`` (n, 3, 3).
-    Returns the points ``p`` (P, C) kept and, per (camera, point) pair that is the surface a
-    camera sees at a feature pixel (within ``depth_tolerance`` of the nearest point there; only
-    the nearest itself with ``nearest_only``), the camera ``k``, point ``j``, pixel index
-    ``(k * h + row) * w + col``, or None when there is none."""
-    p = points[:len(points) - num_pasted]
-    if time_lag_col is not None:
-        p = p[p[:, time_lag_col] == 0]
-    if len(p) == 0:
-        return None
-    xyz = p[:, :3].double()
-    cam = torch.einsum("nij,pj->npi", T[:, :3, :3], xyz) + T[:, None, :3, 3]
-    depth = cam[..., 2]                                                      # (n, P)
-    pix = torch.einsum("nij,npj->npi", K.double(), cam)
-    uv1 = pix / pix[..., 2:3]
-    uv = torch.einsum("nij,npj->npi", A.double(), uv1)
-    u, v = uv[..., 0] / uv[..., 2], uv[..., 1] / uv[..., 2]
-    col = torch.floor(u / stride)
-    row = torch.floor(v / stride)
-    ok = ((depth >= min_depth) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-          & torch.isfinite(u) & torch.isfinite(v))
-    if not bool(ok.any()):
-        return None
-    k, j = torch.nonzero(ok, as_tuple=True)                                  # camera k, point j
-    pixel = (k * h + row[k, j].long()) * w + col[k, j].long()
-    d = depth[k, j]
-    nearest = torch.full((len(T) * h * w,), float("inf"), dtype=d.dtype, device=d.device)
-    nearest.scatter_reduce_(0, pixel, d, reduce="amin")
-    seen = d <= (nearest[pixel] if nearest_only else nearest[pixel] + depth_tolerance)
-    return p, k[seen], j[seen], pixel[seen]
 
 
 def view_handedness(ego_T_camera: Tensor, img_aug: Tensor) -> Tensor:
@@ -121,16 +84,15 @@ def pixel_targets(points: Sequence[Tensor], num_pasted: Tensor, gts: Sequence, *
         cams = torch.nonzero(camera_mask[b]).squeeze(1)
         if len(cams) == 0:
             continue
-        seen = _visible(points[b], int(num_pasted[b]), time_lag_col, sensor_T_ego[b, cams],
-                        intrinsics[b, cams], img_aug[b, cams], h=h, w=w, stride=stride,
-                        depth_tolerance=0.0, min_depth=min_depth, nearest_only=True)
+        seen = visible_points(points[b], int(num_pasted[b]), time_lag_col,
+                              sensor_T_ego[b, cams], intrinsics[b, cams], img_aug[b, cams],
+                              h=h, w=w, stride=stride, min_depth=min_depth, nearest_only=True)
         if seen is None:
             continue
-        p, k, j, pixel = seen
+        p, k, j, pixel, _ = seen
         pixel = cams[k] * h * w + pixel % (h * w)          # index among all N cameras
         boxes = gts[b].boxes
         cls = torch.zeros(len(j), dtype=torch.int64, device=dev)
-        rel = torch.zeros(len(j), dtype=torch.float64, device=dev)
         if len(boxes):
             inside = boxes.points_in_boxes(p[j])                            # (M, K)
             hit = inside.any(0)
@@ -209,12 +171,13 @@ def paint_points(feats: Tensor, points: Sequence[Tensor], num_pasted: Tensor, *,
         cams = torch.nonzero(camera_mask[b]).squeeze(1)
         if len(cams) == 0:
             continue
-        seen = _visible(points[b], int(num_pasted[b]), time_lag_col, sensor_T_ego[b, cams],
-                        intrinsics[b, cams], img_aug[b, cams], h=h, w=w, stride=stride,
-                        depth_tolerance=depth_tolerance, min_depth=min_depth)
+        seen = visible_points(points[b], int(num_pasted[b]), time_lag_col,
+                              sensor_T_ego[b, cams], intrinsics[b, cams], img_aug[b, cams],
+                              h=h, w=w, stride=stride, min_depth=min_depth,
+                              depth_tolerance=depth_tolerance)
         if seen is None:
             continue
-        p, k, j, pixel = seen
+        p, k, j, pixel, _ = seen
         inside = grid.in_range(p[j])
         k, j, pixel = k[inside], j[inside], pixel[inside]
         sampled = feats[b, cams].permute(0, 2, 3, 1).reshape(-1, c)[pixel].float()   # (K, C)
