@@ -311,19 +311,21 @@ class FusionDetector(nn.Module):
         """The LiDAR map plus the painter's map of the camera features at the LiDAR points, in
         the frames that use both sensors (``batch`` with the images as the camera encoder took
         them; ``present`` on the host), and the painter's pixel logits (or None)."""
-        col = self.modalities.index
-        both = present[:, col("camera")] & present[:, col("lidar")]
-        dev = lidar.features.device
-        cams = batch.camera_mask & host_to_device(both, dev)[:, None]
-        pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
-                  else torch.zeros(len(batch), dtype=torch.int64))
-        lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
+        cams = self._painting_cameras(batch, present)
+        pasted, lag = _keyframe_columns(batch)
         paint, logits = self.painter(
             camera.image_features, batch.lidar_points, pasted, time_lag_col=lag,
             intrinsics=batch.intrinsics, ego_T_camera=batch.ego_T_camera, img_aug=batch.img_aug,
             camera_mask=cams)
         return BEVFeatures(lidar.features + paint.to(lidar.features.dtype), lidar.valid,
                            unpainted=lidar.features), logits
+
+    def _painting_cameras(self, batch: Batch, present: Tensor) -> Tensor:
+        """(B, N) bool on the Batch's device: the cameras of the frames that use both cameras
+        and LiDAR (``present``: (B, M) bool on the host), the ones the painter paints with."""
+        col = self.modalities.index
+        both = present[:, col("camera")] & present[:, col("lidar")]
+        return batch.camera_mask & host_to_device(both, batch.camera_mask.device)[:, None]
 
     def forward(self, batch: Batch, *, modalities: Sequence[str] | None = None) -> DetectorOutput:
         """Batch -> head maps at the BEV grid resolution (see ``DetectorOutput``).
@@ -408,13 +410,8 @@ class FusionDetector(nn.Module):
             return outputs.fused.sum() * 0.0
         if self.image_size is not None:  # the img_aug the painter saw
             batch = resize_images(batch, self.image_size)
-        dev = logits.device
-        col = self.modalities.index
-        both = outputs.present[:, col("camera")] & outputs.present[:, col("lidar")]
-        cams = batch.camera_mask & host_to_device(both, dev)[:, None]
-        pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
-                  else torch.zeros(len(batch), dtype=torch.int64))
-        lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
+        cams = self._painting_cameras(batch, outputs.present)
+        pasted, lag = _keyframe_columns(batch)
         with torch.no_grad():
             classes, yaw = pixel_targets(
                 batch.lidar_points, pasted, batch.gt, time_lag_col=lag,
@@ -434,9 +431,7 @@ class FusionDetector(nn.Module):
         dev = logits.device
         used = outputs.present[:, self.modalities.index("camera")].to(dev)
         cams = batch.camera_mask & (used & batch.lidar_mask)[:, None]
-        pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
-                  else torch.zeros(len(batch), dtype=torch.int64))
-        lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
+        pasted, lag = _keyframe_columns(batch)
         lift = self.encoders["camera"].lift
         with torch.no_grad():
             targets = lidar_depth_targets(
@@ -505,6 +500,15 @@ class NormStats(nn.Module):
                 a, b = getattr(self, ours), getattr(bn, theirs)
                 setattr(self, ours, b)
                 setattr(bn, theirs, a)
+
+
+def _keyframe_columns(batch: Batch) -> tuple[Tensor, int | None]:
+    """What selects a Batch's measured keyframe LiDAR points: the (B,) count of pasted rows
+    (zeros when the Batch has none) and the time lag's column (None: every row is keyframe)."""
+    pasted = (batch.lidar_num_pasted if batch.lidar_num_pasted is not None
+              else torch.zeros(len(batch), dtype=torch.int64))
+    lag = batch.lidar_fields.index("time_lag") if "time_lag" in batch.lidar_fields else None
+    return pasted, lag
 
 
 def build_camera(cfg: ModelConfig) -> CameraEncoder:
