@@ -44,6 +44,20 @@ def camera_rig(n_cams: int, image_size: tuple[int, int]) -> tuple[torch.Tensor, 
     return K, torch.stack(Ts)
 
 
+def augmented_rig() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three cameras of 360x640 seen through a resize + crop (one mirrored), with a global BEV
+    augmentation (rotation, scale, mirror, shift) folded into ego_T_camera as training does.
+    Returns intrinsics (1, 3, 3, 3), ego_T_camera (1, 3, 4, 4) and img_aug (1, 3, 3, 3)."""
+    K, T = camera_rig(3, (360, 640))
+    aug = torch.tensor([[0.55, 0.0, 0.0], [0.0, 0.55, -70.0], [0.0, 0.0, 1.0]]).repeat(3, 1, 1)
+    aug[1] = torch.tensor([[-1.0, 0.0, 352.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ aug[1]
+    c, s = math.cos(0.3), math.sin(0.3)
+    M = torch.tensor([[c, -s, 0.0, 1.0], [s, c, 0.0, -2.0], [0.0, 0.0, 1.0, 0.1], [0, 0, 0, 1.0]])
+    M[:3, :3] *= 1.04
+    M[1, :3] *= -1
+    return K[None], (M @ T)[None], aug[None]
+
+
 def random_gt(n: int, extent: float, gen: torch.Generator) -> GroundTruth:
     xy = (torch.rand(n, 2, generator=gen) * 2 - 1) * extent * 0.8
     size = torch.tensor([4.5, 1.9, 1.6]) * (0.8 + 0.4 * torch.rand(n, 3, generator=gen))
@@ -174,6 +188,7 @@ class Kit:
     frame_fields = staticmethod(frame_fields)
     tiny_config = staticmethod(tiny_config)
     camera_rig = staticmethod(camera_rig)
+    augmented_rig = staticmethod(augmented_rig)
     ideal_outputs = staticmethod(ideal_outputs)
     small_head = staticmethod(small_head)
 

@@ -1,5 +1,4 @@
 """Depth supervision of the camera lift from LiDAR (perception/models/camera/depth.py)."""
-import math
 from dataclasses import replace
 
 import torch
@@ -18,24 +17,11 @@ def _targets(points, *, K, T, aug, mask, pasted=None, lag_col=4, shape=(16, 44))
                                depth_bins=BINS)
 
 
-def _rig(kit):
-    """Three cameras of 360x640 seen through a resize + crop (one mirrored), with a global BEV
-    augmentation (rotation, scale, mirror, shift) folded into ego_T_camera as training does."""
-    K, T = kit.camera_rig(3, (360, 640))
-    aug = torch.tensor([[0.55, 0.0, 0.0], [0.0, 0.55, -70.0], [0.0, 0.0, 1.0]]).repeat(3, 1, 1)
-    aug[1] = torch.tensor([[-1.0, 0.0, 352.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ aug[1]
-    c, s = math.cos(0.3), math.sin(0.3)
-    M = torch.tensor([[c, -s, 0.0, 1.0], [s, c, 0.0, -2.0], [0.0, 0.0, 1.0, 0.1], [0, 0, 0, 1.0]])
-    M[:3, :3] *= 1.04
-    M[1, :3] *= -1
-    return K[None], (M @ T)[None], aug[None]
-
-
 def test_targets_are_the_bins_the_lift_puts_those_points_in(kit):
     """LiDAR points placed at the lift's own frustum points (one random bin per feature pixel)
     come back as exactly those bins at those pixels: targets and lift share one geometry, through
     image resize, crop and mirror and a global BEV augmentation."""
-    K, T, aug = _rig(kit)
+    K, T, aug = kit.augmented_rig()
     depths = depth_bin_centers(BINS)
     pts = frustum_points(intrinsics=K, ego_T_camera=T, img_aug=aug,
                          camera_mask=torch.ones(1, 3, dtype=torch.bool), feature_shape=(16, 44),

@@ -15,19 +15,6 @@ GRID = BEVGrid(x_range=(-51.2, 51.2), y_range=(-51.2, 51.2), z_range=(-5.0, 3.0)
                cell_size=0.8, voxel_z=8.0)
 
 
-def _rig(kit):
-    """Three cameras of 360x640 seen through a resize + crop (one mirrored), with a global BEV
-    augmentation (rotation, scale, mirror, shift) folded into ego_T_camera as training does."""
-    K, T = kit.camera_rig(3, (360, 640))
-    aug = torch.tensor([[0.55, 0.0, 0.0], [0.0, 0.55, -70.0], [0.0, 0.0, 1.0]]).repeat(3, 1, 1)
-    aug[1] = torch.tensor([[-1.0, 0.0, 352.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ aug[1]
-    c, s = math.cos(0.3), math.sin(0.3)
-    M = torch.tensor([[c, -s, 0.0, 1.0], [s, c, 0.0, -2.0], [0.0, 0.0, 1.0, 0.1], [0, 0, 0, 1.0]])
-    M[:3, :3] *= 1.04
-    M[1, :3] *= -1
-    return K[None], (M @ T)[None], aug[None]
-
-
 def _paint(feats, points, *, K, T, aug, mask, pasted=None, lag_col=4, tolerance=1.0):
     pasted = torch.zeros(len(points), dtype=torch.int64) if pasted is None else pasted
     return paint_points(feats, points, pasted, time_lag_col=lag_col, intrinsics=K,
@@ -46,7 +33,7 @@ def test_each_point_takes_the_feature_of_the_pixel_the_lift_puts_it_at(kit):
     """A point placed on the lift's own frustum (feature pixel (i, j), some depth) takes
     exactly that pixel's feature, in the BEV cell of the point: painting and lift share one
     geometry, through image resize, crop and mirror and a global BEV augmentation."""
-    K, T, aug = _rig(kit)
+    K, T, aug = kit.augmented_rig()
     depths = depth_bin_centers((1.0, 52.0, 1.0))
     pts = frustum_points(intrinsics=K, ego_T_camera=T, img_aug=aug,
                          camera_mask=torch.ones(1, 3, dtype=torch.bool), feature_shape=(16, 44),
@@ -216,11 +203,11 @@ def test_paint_config(kit):
 
 
 def _box_scene(kit, yaw):
-    """The _rig cameras and a 4 x 2 x 1.6 m box 12 m in front of camera ``cam``'s centre line
-    (class 3), with 400 LiDAR points filling it, in the augmented frame."""
+    """The ``augmented_rig`` cameras and, per camera, a 4 x 2 x 1.6 m box 12 m along its optical
+    axis (class 3) with 400 LiDAR points filling it, in the augmented frame."""
     from perception.structures import Boxes3D, GroundTruth
 
-    K, T, aug = _rig(kit)
+    K, T, aug = kit.augmented_rig()
     out = []
     for cam in range(3):
         centre = T[0, cam, :3, 3] + 12.0 * T[0, cam, :3, 2]
