@@ -282,7 +282,16 @@ def test_standstill_results_stops_the_slow_and_moves_the_fast(tmp_path, capsys):
                       *common]) == 0
     out = json.loads((tmp_path / "b" / "results_nusc.json").read_text())["results"]["s0"]
     assert (out[4]["velocity"], out[4]["attribute_name"]) == ([0.0, 0.0], "pedestrian.standing")
+    # --face-motion: the car at 9 m/s along -y turns to face it (yaw -pi/2; already a change,
+    # of attribute); the pedestrian already faces its motion (yaw pi/4), the standing bus keeps
+    # its heading.
     capsys.readouterr()
+    assert tool.main([str(path), "--out", str(tmp_path / "f"), "--face-motion", *common]) == 0
+    assert capsys.readouterr().out.startswith("4 changes")
+    out = json.loads((tmp_path / "f" / "results_nusc.json").read_text())["results"]["s0"]
+    assert out[1]["rotation"] == pytest.approx([math.sqrt(0.5), 0.0, 0.0, -math.sqrt(0.5)])
+    kept = [0, 2, 3, 4]
+    assert [out[i]["rotation"] for i in kept] == [rows[i]["rotation"] for i in kept]
     assert tool.main([str(path), "--out", str(tmp_path / "c"), "--speeds", "1,1", *common]) == 2
     assert "need three speeds" in capsys.readouterr().err
     rows[1]["attribute_name"] = "vehicle.flying"

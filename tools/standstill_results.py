@@ -1,7 +1,8 @@
-"""The standstill rule (``model.standstill``) on a results file.
+"""The standstill rule (``model.standstill``) on a results file, and facing the motion.
 
     python tools/standstill_results.py RESULTS_JSON --dataroot D --version V --split S \\
-        --out DIR [--speeds VEHICLE,CYCLE,PEDESTRIAN] [--metrics fast|devkit|check|none]
+        --out DIR [--speeds VEHICLE,CYCLE,PEDESTRIAN] [--face-motion] \\
+        [--metrics fast|devkit|check|none]
 
 ``perception.models.standstill.apply_standstill``, the last step of ``predict`` when
 ``model.standstill`` is on, here on a submission's boxes: a detection of a vehicle, cycle or
@@ -12,21 +13,29 @@ the global boxes of the file are taken as they are. It writes DIR/results_nusc.j
 ``--metrics none``, DIR/metrics_summary.json with the metrics printed. Uses: the rule on
 results from another detector or from a run without it, and its speeds tried without running
 the network again (docs/results.md, "Standing or moving, by the speed", chose them so).
+``--face-motion`` then turns every detection that moves to face its velocity
+(``perception.models.standstill.face_motion``, ``model.face_motion``: the last step of
+``perception eval``, after the temporal rules, so on a file from a run without it this gives
+what the run with it writes, rounding aside: docs/results.md, "Facing the motion").
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 
-def apply(results: dict, *, speeds: tuple[float, float, float] | None = None) -> int:
-    """Update ``results["results"]`` in place; returns how many boxes changed velocity or
-    attribute. A row of an unknown class or attribute raises ``ValueError`` naming its
-    sample."""
+def apply(results: dict, *, speeds: tuple[float, float, float] | None = None,
+          turn: bool = False) -> int:
+    """Update ``results["results"]`` in place; returns how many boxes changed velocity,
+    attribute or (``turn``: then facing the motion) heading. A row of an unknown class or
+    attribute raises ``ValueError`` naming its sample."""
+    import torch
+
     from perception.engine.inference import boxes_to_detections
-    from perception.models.standstill import MOVING_SPEED, apply_standstill
+    from perception.models.standstill import MOVING_SPEED, apply_standstill, face_motion
     from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
 
     moving_speed = MOVING_SPEED if speeds is None else dict(zip(MOVING_SPEED, speeds))
@@ -34,13 +43,22 @@ def apply(results: dict, *, speeds: tuple[float, float, float] | None = None) ->
     for token, rows in results["results"].items():
         dets = boxes_to_detections(token, rows)
         out = apply_standstill(dets, DETECTION_CLASSES, moving_speed=moving_speed)
+        quats = None
+        if turn and len(out):
+            faced = face_motion(out, DETECTION_CLASSES, moving_speed=moving_speed)
+            # A row that already faces its motion (to the file's precision) is left as written.
+            delta = faced.boxes.tensor[:, 6] - out.boxes.tensor[:, 6]
+            turned = torch.remainder(delta + math.pi, 2 * math.pi).sub(math.pi).abs() > 1e-6
+            quats = faced.boxes.to_nuscenes()[2]
         for i, row in enumerate(rows):
             vel = out.boxes.tensor[i, 7:9]
             k = int(out.attributes[i])
             attr = ATTRIBUTE_NAMES[k] if k >= 0 else ""
             stopped = bool((vel == 0).all()) and row["velocity"] != [0.0, 0.0]
-            if stopped or attr != row["attribute_name"]:
+            if stopped or attr != row["attribute_name"] or (quats is not None and turned[i]):
                 changed += 1
+            if quats is not None and turned[i]:
+                row["rotation"] = [float(v) for v in quats[i]]
             if stopped:
                 row["velocity"] = [0.0, 0.0]
             row["attribute_name"] = attr
@@ -57,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--speeds", default=None,
                    help="m/s from which vehicles, cycles and pedestrians move: three numbers, "
                         "comma-separated (default: the rule's, 1.0,1.0,0.3)")
+    p.add_argument("--face-motion", action="store_true",
+                   help="then turn each detection at or above its speed to face its velocity")
     p.add_argument("--metrics", default="fast", choices=("fast", "devkit", "check", "none"))
     args = p.parse_args(argv)
 
@@ -76,7 +96,7 @@ def main(argv=None) -> int:
     with open(args.results) as f:
         results = json.load(f)
     try:
-        n = apply(results, speeds=speeds)
+        n = apply(results, speeds=speeds, turn=args.face_motion)
     except ValueError as e:
         print(f"standstill_results: {args.results}: {e}", file=sys.stderr)
         return 2
@@ -86,8 +106,8 @@ def main(argv=None) -> int:
         m = compute_metrics(path, args.dataroot, args.version, args.split, args.out,
                             backend=args.metrics)
         tp = m["tp_errors"]
-        print(f"NDS {m['nd_score']:.4f}  mAP {m['mean_ap']:.4f}  mAVE {tp['vel_err']:.3f}  "
-              f"mAAE {tp['attr_err']:.3f}")
+        print(f"NDS {m['nd_score']:.4f}  mAP {m['mean_ap']:.4f}  mAOE {tp['orient_err']:.3f}  "
+              f"mAVE {tp['vel_err']:.3f}  mAAE {tp['attr_err']:.3f}")
     return 0
 
 

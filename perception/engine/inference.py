@@ -166,8 +166,8 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
 
 @torch.no_grad()
 def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | None = None,
-                  progress: bool = True, on_frame=None,
-                  temporal=None) -> list[tuple[str, Detections, Tensor]]:
+                  progress: bool = True, on_frame=None, temporal=None,
+                  face_motion: bool = False) -> list[tuple[str, Detections, Tensor]]:
     """Run ``model.predict`` over every batch of ``loader``.
 
     Args:
@@ -182,13 +182,19 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
             only), e.g. to draw it.
         temporal: optional ``perception.models.temporal.TemporalStep``, applied to every
             frame's detections in loader order (which must be time order within a scene).
+        face_motion: the last step, after ``temporal``: moving vehicles, cycles and pedestrians
+            face their velocity (``perception.models.standstill.face_motion``).
     Returns:
         One ``(sample token, Detections in its ego frame (CPU), global_T_ego (4, 4) float64)``
         per sample, in loader order.
     """
     from tqdm import tqdm
 
+    from perception.models.standstill import face_motion as face
     from perception.structures.batch import collate
+
+    def finish(d: Detections) -> Detections:
+        return face(d, model.head.classes) if face_motion else d
 
     model.eval()
     wanted = set(modalities if modalities is not None else model.modalities)
@@ -215,6 +221,7 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
                 d = dets.get(token, Detections.cat([]))
                 if temporal is not None:
                     d = temporal(f.scene_token, f.timestamp, f.global_T_ego, d)
+                d = finish(d)
                 out.append((token, d, f.global_T_ego.cpu()))
                 if on_frame is not None:
                     on_frame(f, d)
@@ -225,7 +232,7 @@ def run_inference(model, loader, *, device="cpu", modalities: Sequence[str] | No
                              "a Batch carries no scene")
         dets = model.predict(batch.to(device), modalities=modalities)
         for b, d in enumerate(dets):
-            out.append((batch.tokens[b], d.to("cpu"), batch.global_T_ego[b].cpu()))
+            out.append((batch.tokens[b], finish(d.to("cpu")), batch.global_T_ego[b].cpu()))
     return out
 
 
@@ -353,7 +360,8 @@ def evaluate_checkpoint(cfg, checkpoint, dataroot, version: str, split: str, out
                                 score_weight=cfg.model.temporal_score,
                                 confirm=cfg.model.temporal_confirm or None)
     items = run_inference(model, loader, device=device, modalities=mods, progress=progress,
-                          on_frame=on_frame, temporal=temporal)
+                          on_frame=on_frame, temporal=temporal,
+                          face_motion=cfg.model.face_motion)
     out_dir = Path(out_dir)
     path = write_results(to_results(items, results_meta(mods), cfg.model.classes),
                          out_dir / "results_nusc.json")

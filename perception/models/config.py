@@ -19,7 +19,8 @@ FLIPS: tuple[str, ...] = ("x", "y", "xy")   # test-time flips (ModelConfig.test_
 # is still the model its config describes.
 INFERENCE_ONLY: tuple[str, ...] = ("test_flips", "radar.refine_velocity",
                                    "radar.still_returns", "temporal_velocity", "temporal_still",
-                                   "temporal_score", "temporal_confirm", "standstill")
+                                   "temporal_score", "temporal_confirm", "standstill",
+                                   "face_motion")
 
 
 def check_flips(flips: Sequence[str], grid: BEVGrid | None = None) -> tuple[str, ...]:
@@ -369,6 +370,10 @@ class ModelConfig:
     ``standstill``: ``predict`` ends by making each detection of a vehicle, cycle or pedestrian
     stand (velocity 0, its family's still attribute) below its family's moving speed and move
     (the moving attribute) at or above it (``perception.models.standstill``). No weights.
+
+    ``face_motion``: the last step of inference (after the temporal rules): a vehicle, cycle or
+    pedestrian at or above its family's moving speed faces its velocity, yaw = atan2(vy, vx)
+    (``perception.models.standstill.face_motion``). No weights.
     """
 
     grid: BEVGrid = field(default_factory=BEVGrid)
@@ -385,6 +390,7 @@ class ModelConfig:
     temporal_score: float = 0.0
     temporal_confirm: float = 0.0
     standstill: bool = False
+    face_motion: bool = False
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)

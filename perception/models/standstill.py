@@ -29,6 +29,17 @@ pedestrians below 1.0 / 0.3 m/s, so ``configs/nuscenes/fusion.yaml`` leaves the 
 ``TemporalStep`` (``perception.models.temporal``), which runs after ``predict`` over a sequence,
 only sets speeds at or above these (its classes' ``MIN_SPEED``) or to 0, with the attribute
 that goes with each: it never undoes this rule.
+
+Facing the motion (``face_motion``, ``model.face_motion``): the very last step of inference,
+after ``TemporalStep`` (``perception.engine.inference.run_inference``), so on the velocities
+that are written. A vehicle, cycle or pedestrian at or above its family's moving speed faces
+where it moves: its yaw becomes the direction of its velocity. Things on the road move forwards,
+and a speed the network, radar or the previous keyframe measured gives a box's axis better than
+the head's heading regression does: on the 24-scene synthetic val set, over the LiDAR model's
+detections moving at 4 m/s or more the heading error is 0.34 / 0.37 / 0.31 rad (car / truck /
+bus) as regressed and 0.17 / 0.07 / 0.08 along the velocity (docs/results.md, "Facing the
+motion"). What stands keeps the head's heading. The known cost: a vehicle reversing is turned
+round.
 """
 from __future__ import annotations
 
@@ -97,4 +108,31 @@ def apply_standstill(dets: Detections, classes: Sequence[str], *,
         attrs = torch.where(demote, slow_attr[labels], a).to(attrs.device)
     return replace(dets, boxes=Boxes3D(boxes), attributes=attrs)
 
-__all__ = ["MOVING_ATTRIBUTE", "MOVING_SPEED", "SLOW_ATTRIBUTE", "apply_standstill"]
+def face_motion(dets: Detections, classes: Sequence[str], *,
+                moving_speed: Mapping[str, float] = MOVING_SPEED) -> Detections:
+    """``dets`` with each detection of an attribute family at or above its family's speed
+    facing its velocity (yaw = atan2(vy, vx); see the module). Boxes' columns 6 (yaw) and 7:9
+    (velocity) in one frame, any frame. Other classes, slower or NaN velocities: untouched.
+    """
+    missing = set(MOVING_ATTRIBUTE) - set(moving_speed)
+    if missing:
+        raise ValueError(f"moving_speed needs a speed for every attribute family; missing "
+                         f"{sorted(missing)}")
+    if len(dets) == 0:
+        return dets
+    prefixes = [attribute_prefix(c) for c in classes]
+    threshold = torch.tensor([float("nan") if p is None else moving_speed[p] for p in prefixes],
+                             dtype=torch.float64)
+    boxes = dets.boxes.tensor.clone()
+    vel = boxes[:, 7:9].double()
+    speed = torch.linalg.vector_norm(vel, dim=1)
+    # NaN speeds and classes without a family compare False: left alone. A zero threshold
+    # would leave atan2(0, 0) = 0: a box that does not move has no direction to face.
+    moves = (speed >= threshold.to(speed.device)[dets.labels.to(speed.device)]) & (speed > 0)
+    yaw = torch.atan2(vel[:, 1], vel[:, 0]).to(boxes.dtype)
+    boxes[:, 6] = torch.where(moves, yaw, boxes[:, 6])
+    return replace(dets, boxes=Boxes3D(boxes))
+
+
+__all__ = ["MOVING_ATTRIBUTE", "MOVING_SPEED", "SLOW_ATTRIBUTE", "apply_standstill",
+           "face_motion"]

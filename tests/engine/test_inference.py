@@ -209,11 +209,13 @@ def test_eval_survives_corrupt_sensor_files(ekit, nusc, tmp_path):
 def test_run_inference_applies_the_temporal_step_in_order(ekit, nusc, tmp_path):
     """``run_inference(temporal=...)`` gives each frame's detections to the step in loader order
     with its scene, time and pose: the same as running the step afterwards by hand. (The step is
-    set to change every match, so the comparison is not vacuous on a one-step model.)"""
+    set to change every match, so the comparison is not vacuous on a one-step model.) With
+    ``face_motion`` the detections are then turned to face their motion, Frames or Batches."""
     from perception.engine.checkpoint import model_state
     from perception.engine.inference import build_eval_loader, run_inference
     from perception.engine.train import train
     from perception.models import build_model
+    from perception.models.standstill import face_motion
     from perception.models.temporal import TemporalStep
     from perception.structures.batch import collate
 
@@ -239,6 +241,19 @@ def test_run_inference_applies_the_temporal_step_in_order(ekit, nusc, tmp_path):
         assert torch.equal(expected.boxes.tensor, h.boxes.tensor)
         changed += int((h.boxes.tensor != d.boxes.tensor).any(1).sum())
     assert changed > 0
+    # Facing the motion comes last, after the temporal step, on every path.
+    faced = run_inference(model, frames, modalities=mods, progress=False, temporal=step(),
+                          face_motion=True)
+    turned = 0
+    for (_, h, _), (_, f, _) in zip(hooked, faced):
+        expected = face_motion(h, DETECTION_CLASSES)
+        assert torch.equal(expected.boxes.tensor, f.boxes.tensor)
+        turned += int((f.boxes.tensor[:, 6] != h.boxes.tensor[:, 6]).sum())
+    assert turned > 0
+    batches = [collate(f) for f in frames]
+    faced = run_inference(model, batches, modalities=mods, progress=False, face_motion=True)
+    for (_, d, _), (_, f, _) in zip(plain, faced):
+        assert torch.equal(face_motion(d, DETECTION_CLASSES).boxes.tensor, f.boxes.tensor)
     with pytest.raises(ValueError, match="loader of Frames"):
         run_inference(model, [collate(frames[0])], modalities=mods, progress=False,
                       temporal=step())
