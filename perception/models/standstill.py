@@ -66,6 +66,18 @@ SLOW_ATTRIBUTE: dict[str, str | None] = {"vehicle.": "vehicle.parked", "cycle.":
                                          "pedestrian.": "pedestrian.standing"}
 
 
+def family_speeds(classes: Sequence[str], moving_speed: Mapping[str, float]) -> torch.Tensor:
+    """Per class, its attribute family's speed from ``moving_speed`` (float64; NaN for a class
+    without a family, which compares False with any speed). A family missing from
+    ``moving_speed`` raises ``ValueError``."""
+    missing = set(MOVING_ATTRIBUTE) - set(moving_speed)
+    if missing:
+        raise ValueError(f"moving_speed needs a speed for every attribute family; missing "
+                         f"{sorted(missing)}")
+    return torch.tensor([float("nan") if p is None else moving_speed[p]
+                         for p in map(attribute_prefix, classes)], dtype=torch.float64)
+
+
 def apply_standstill(dets: Detections, classes: Sequence[str], *,
                      moving_speed: Mapping[str, float] = MOVING_SPEED) -> Detections:
     """``dets`` with each detection of an attribute family standing or moving by its speed
@@ -77,17 +89,11 @@ def apply_standstill(dets: Detections, classes: Sequence[str], *,
         classes: class names of ``dets.labels``.
         moving_speed: m/s per attribute family ("vehicle.", "cycle.", "pedestrian.").
     """
-    missing = set(MOVING_ATTRIBUTE) - set(moving_speed)
-    if missing:
-        raise ValueError(f"moving_speed needs a speed for every attribute family; missing "
-                         f"{sorted(missing)}")
+    threshold = family_speeds(classes, moving_speed)
     if len(dets) == 0:
         return dets
-    # Per class: its family's speed (NaN: no family), moving and slow attribute (-1: none).
+    # Per class: its family's moving and slow attribute (-1: none).
     prefixes = [attribute_prefix(c) for c in classes]
-    nan = float("nan")
-    threshold = torch.tensor([nan if p is None else moving_speed[p] for p in prefixes],
-                             dtype=torch.float64)
     moving_attr = torch.tensor([-1 if p is None else ATTRIBUTE_NAMES.index(MOVING_ATTRIBUTE[p])
                                 for p in prefixes])
     slow_attr = torch.tensor([-1 if p is None or SLOW_ATTRIBUTE[p] is None
@@ -108,21 +114,16 @@ def apply_standstill(dets: Detections, classes: Sequence[str], *,
         attrs = torch.where(demote, slow_attr[labels], a).to(attrs.device)
     return replace(dets, boxes=Boxes3D(boxes), attributes=attrs)
 
+
 def face_motion(dets: Detections, classes: Sequence[str], *,
                 moving_speed: Mapping[str, float] = MOVING_SPEED) -> Detections:
     """``dets`` with each detection of an attribute family at or above its family's speed
     facing its velocity (yaw = atan2(vy, vx); see the module). Boxes' columns 6 (yaw) and 7:9
     (velocity) in one frame, any frame. Other classes, slower or NaN velocities: untouched.
     """
-    missing = set(MOVING_ATTRIBUTE) - set(moving_speed)
-    if missing:
-        raise ValueError(f"moving_speed needs a speed for every attribute family; missing "
-                         f"{sorted(missing)}")
+    threshold = family_speeds(classes, moving_speed)
     if len(dets) == 0:
         return dets
-    prefixes = [attribute_prefix(c) for c in classes]
-    threshold = torch.tensor([float("nan") if p is None else moving_speed[p] for p in prefixes],
-                             dtype=torch.float64)
     boxes = dets.boxes.tensor.clone()
     vel = boxes[:, 7:9].double()
     speed = torch.linalg.vector_norm(vel, dim=1)
