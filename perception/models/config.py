@@ -317,6 +317,10 @@ class HeadConfig:
         score_threshold, top_k, max_detections: decoding.
         nms_radius: per group, circle-NMS distance (metres); 0 disables NMS for that group
             (CenterPoint keeps peaks only for large classes).
+        half_turn: classes whose heading is coded modulo a half turn, sin and cos of twice the
+            yaw (``heads.targets``): what looks the same turned round (barriers: the devkit
+            scores their AOE modulo pi). Each must fill its class group. Changes what the
+            weights mean: a checkpoint decodes right only with the value it trained with.
     """
 
     class_groups: tuple[tuple[str, ...], ...] = (
@@ -336,6 +340,7 @@ class HeadConfig:
     top_k: int = 500
     max_detections: int = 300
     nms_radius: tuple[float, ...] = (2.0, 3.5, 3.2, 1.0, 0.9, 0.4)
+    half_turn: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -403,6 +408,11 @@ class ModelConfig:
                              f"{self.classes} exactly once")
         if len(self.head.nms_radius) != len(self.head.class_groups):
             raise ValueError("head.nms_radius needs one entry per class group")
+        unknown = sorted(set(self.head.half_turn) - set(self.classes))
+        if unknown:
+            raise ValueError(f"head.half_turn {unknown} are not among the classes {self.classes}")
+        from perception.models.heads.targets import half_turn_groups
+        half_turn_groups(self.head.class_groups, tuple(self.head.half_turn))   # mixed: raises
         check_flips(self.test_flips, self.grid)
         if not 0.0 <= self.temporal_score <= 1.0:
             raise ValueError(f"temporal_score must be in [0, 1], got {self.temporal_score}")

@@ -452,7 +452,7 @@ class FusionDetector(nn.Module):
             views = [first.heads]
             for flip in self.test_flips:
                 heads = self.forward(flip_batch(batch, flip), modalities=modalities).heads
-                views.append(unflip_heads(heads, flip))
+                views.append(unflip_heads(heads, flip, self.head.half_turn))
             dets = self.head.decode(merge_heads(views))
             if self.refine_velocity and "radar" in self.modalities:
                 used = first.present[:, self.modalities.index("radar")].tolist()
@@ -565,7 +565,7 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
             max_objects=h.max_objects, heatmap_weight=h.heatmap_weight,
             regression_weight=h.regression_weight, attribute_weight=h.attribute_weight,
             code_weights=h.code_weights, score_threshold=h.score_threshold, top_k=h.top_k,
-            max_detections=h.max_detections, nms_radius=h.nms_radius)
+            max_detections=h.max_detections, nms_radius=h.nms_radius, half_turn=h.half_turn)
 
     head = build_head()
     subset_heads = [build_head() for _ in f.subset_loss] if f.subset_heads else []

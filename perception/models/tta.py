@@ -55,16 +55,24 @@ def flip_batch(batch: Batch, flip: str) -> Batch:
                    ego_T_camera=ego_T_camera, gt=gt)
 
 
-def unflip_heads(heads: Sequence[HeadOutput], flip: str) -> tuple[HeadOutput, ...]:
-    """Head maps computed on ``flip_batch(batch, flip)`` -> the same maps in the original frame."""
+def unflip_heads(heads: Sequence[HeadOutput], flip: str,
+                 half_turn: Sequence[bool] | None = None) -> tuple[HeadOutput, ...]:
+    """Head maps computed on ``flip_batch(batch, flip)`` -> the same maps in the original frame.
+    ``half_turn``: per group, whether its heading channels code twice the yaw
+    (``CenterHead.half_turn``): x -> -x turns yaw into pi - yaw, so 2 yaw into -2 yaw, whose
+    sine changes sign and cosine does not."""
     check_flips([flip])
     dims = [d for a, d in (("y", -2), ("x", -1)) if a in flip]
+    halves = half_turn if half_turn is not None else (False,) * len(heads)
     out = []
-    for h in heads:
+    for h, half in zip(heads, halves):
         reg = h.regression.flip(dims)   # flip copies
         if "x" in flip:
             reg[:, _DX] = 1.0 - reg[:, _DX]
-            reg[:, _COS] = -reg[:, _COS]
+            if half:
+                reg[:, _SIN] = -reg[:, _SIN]
+            else:
+                reg[:, _COS] = -reg[:, _COS]
             reg[:, _VX] = -reg[:, _VX]
         if "y" in flip:
             reg[:, _DY] = 1.0 - reg[:, _DY]

@@ -144,12 +144,13 @@ def tiny_config(modalities=("camera", "lidar", "radar")) -> ModelConfig:
     )
 
 
-def ideal_outputs(gt: GroundTruth, grid: BEVGrid, class_groups, vx_code_shift: float = 0.0
-                  ) -> tuple[HeadOutput, ...]:
+def ideal_outputs(gt: GroundTruth, grid: BEVGrid, class_groups, vx_code_shift: float = 0.0,
+                  half_turn: tuple[bool, ...] | None = None) -> tuple[HeadOutput, ...]:
     """Head maps built from the targets of one frame: peaks at the centres, the regression and
-    attribute codes there (plus ``vx_code_shift`` on the vx code everywhere)."""
+    attribute codes there (plus ``vx_code_shift`` on the vx code everywhere); ``half_turn``:
+    per group, the half-turn heading code (``CenterHead.half_turn``)."""
     targets = assign_targets([gt], grid=grid, classes=DETECTION_CLASSES, class_groups=class_groups,
-                             min_overlap=0.1, min_radius=2, max_objects=16)
+                             min_overlap=0.1, min_radius=2, max_objects=16, half_turn=half_turn)
     outs = []
     for t in targets:
         heat = torch.where(t.heatmap == 1, 10.0, -10.0 + 5 * t.heatmap)
@@ -164,14 +165,14 @@ def ideal_outputs(gt: GroundTruth, grid: BEVGrid, class_groups, vx_code_shift: f
     return tuple(outs)
 
 
-def small_head(grid: BEVGrid, class_groups) -> CenterHead:
+def small_head(grid: BEVGrid, class_groups, half_turn: tuple[str, ...] = ()) -> CenterHead:
     """An 8-channel CenterHead (score threshold 0.3) for decoding hand-made maps."""
     return CenterHead(in_channels=8, grid=grid, classes=DETECTION_CLASSES,
                       class_groups=class_groups, shared_channels=8, head_channels=8,
                       min_overlap=0.1, min_radius=2, max_objects=16, heatmap_weight=1.0,
                       regression_weight=0.25, attribute_weight=0.2, code_weights=(1.0,) * 10,
                       score_threshold=0.3, top_k=100, max_detections=50,
-                      nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4))
+                      nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4), half_turn=half_turn)
 
 
 @pytest.fixture

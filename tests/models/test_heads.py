@@ -3,12 +3,14 @@ import math
 import pytest
 import torch
 
+from perception.models.config import HeadConfig, ModelConfig
 from perception.models.heads import (
     assign_targets,
     decode_codes,
     encode_boxes,
     gaussian_focal_loss,
     gaussian_radius,
+    half_turn_groups,
 )
 from perception.models.heads.targets import VELOCITY_SCALE
 from perception.structures import Boxes3D, GroundTruth
@@ -45,6 +47,62 @@ def test_encode_decode_codes_round_trip():
     torch.testing.assert_close(back[:, 7:], boxes[:, 7:])
     # Velocity is coded in units of VELOCITY_SCALE m/s: the code channels stay of order 1.
     torch.testing.assert_close(codes[:, 8:], boxes[:, 7:9] / VELOCITY_SCALE)
+
+
+def test_half_turn_code_is_one_target_for_a_box_and_its_turned_round_twin():
+    """Barriers look the same turned round: with the half-turn code a yaw and the yaw + pi encode
+    to the same codes, which decode to the yaw modulo pi; the plain code keeps them apart."""
+    yaws = torch.tensor([0.3, 1.5, -1.2, math.pi / 2])
+    boxes = torch.zeros(4, 9)
+    boxes[:, 3:6] = torch.tensor([0.5, 2.5, 1.0])
+    boxes[:, 6] = yaws
+    turned = boxes.clone()
+    turned[:, 6] = yaws + math.pi
+    cells, codes, _ = encode_boxes(boxes, GRID, half_turn=True)
+    _, codes_turned, _ = encode_boxes(turned, GRID, half_turn=True)
+    torch.testing.assert_close(codes, codes_turned, atol=1e-6, rtol=0)
+    back = decode_codes(cells, codes, GRID, half_turn=True)[:, 6]
+    assert (back > -math.pi / 2 - 1e-6).all() and (back <= math.pi / 2 + 1e-6).all()
+    d = torch.remainder(back - yaws + math.pi / 2, math.pi) - math.pi / 2
+    assert d.abs().max() < 1e-5
+    _, plain, _ = encode_boxes(boxes, GRID)
+    _, plain_turned, _ = encode_boxes(turned, GRID)
+    torch.testing.assert_close(plain[:, 6:8], -plain_turned[:, 6:8], atol=1e-6, rtol=0)
+    # Per row: only the rows flagged decode as half turns.
+    mixed = decode_codes(cells, plain, GRID, half_turn=torch.tensor([True, False, False, False]))
+    assert mixed[0, 6] == pytest.approx(0.15, abs=1e-6)
+    torch.testing.assert_close(mixed[1:, 6], yaws[1:], atol=1e-5, rtol=0)
+
+
+def test_half_turn_classes_must_fill_their_group():
+    assert half_turn_groups(GROUPS, ("barrier",)) == (False, False, False, True, False, False)
+    assert half_turn_groups(GROUPS, ()) == (False,) * 6
+    with pytest.raises(ValueError, match="mixes \\['traffic_cone'\\]"):
+        half_turn_groups(GROUPS, ("traffic_cone",))
+    ModelConfig(head=HeadConfig(half_turn=("barrier",)))
+    with pytest.raises(ValueError, match="half_turn \\['tree'\\]"):
+        ModelConfig(head=HeadConfig(half_turn=("tree",)))
+    with pytest.raises(ValueError, match="fill their class group"):
+        ModelConfig(head=HeadConfig(half_turn=("bus",)))
+
+
+def test_perfect_half_turn_maps_decode_barriers_modulo_a_half_turn(kit):
+    """A head with the half-turn code for barriers decodes ideal maps to each barrier's yaw modulo
+    pi and every other box's full yaw (the per-group flag reaches the batched decoding)."""
+    boxes = torch.tensor([
+        [3.3, -4.7, -0.9, 4.5, 1.9, 1.6, -2.5, 2.0, -1.0],        # car, facing backwards-left
+        [-6.0, 5.0, -1.0, 0.5, 2.5, 1.0, 2.0, 0.0, 0.0],          # barrier
+        [6.0, 9.0, -1.0, 0.5, 2.5, 1.0, -1.4, 0.0, 0.0],          # barrier
+    ])
+    gt = GroundTruth(Boxes3D(boxes), torch.tensor([0, 9, 9]), attributes=torch.tensor([5, -1, -1]))
+    head = kit.small_head(GRID, GROUPS, half_turn=("barrier",))
+    det = head.decode(kit.ideal_outputs(gt, GRID, GROUPS, half_turn=head.half_turn))[0]
+    det = det[torch.argsort(det.boxes.x)]
+    ref = gt.boxes.tensor[torch.argsort(gt.boxes.x)]
+    assert det.labels.tolist() == [9, 0, 9]
+    d = torch.remainder(det.boxes.tensor[:, 6] - ref[:, 6] + math.pi / 2, math.pi) - math.pi / 2
+    assert d.abs().max() < 1e-4
+    assert det.boxes.tensor[1, 6] == pytest.approx(-2.5, abs=1e-4)     # the car: the full turn
 
 
 def test_targets_heatmap_peaks_masks_and_nan_velocity():

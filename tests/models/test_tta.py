@@ -53,6 +53,32 @@ def test_maps_of_the_mirrored_scene_come_back_to_the_original_boxes(kit, flip):
 
 
 @pytest.mark.parametrize("flip", ["x", "y", "xy"])
+def test_half_turn_maps_of_the_mirrored_scene_come_back(kit, flip):
+    """With the half-turn heading code for barriers (``head.half_turn``), the maps of the
+    mirrored scene brought back decode to each barrier's yaw modulo pi; brought back as if the
+    code were the plain one, the x mirror leaves them off (a y mirror changes both codes alike,
+    and xy is a half turn)."""
+    boxes = torch.tensor([[-6.0, 5.0, -1.0, 0.5, 2.5, 1.0, 0.4, 0.0, 0.0],
+                          [6.0, 9.0, -1.0, 0.5, 2.5, 1.0, -1.1, 0.0, 0.0]])
+    gt = GroundTruth(Boxes3D(boxes), torch.tensor([9, 9]), attributes=torch.tensor([-1, -1]))
+    M = bev_matrix(flip_x="x" in flip, flip_y="y" in flip)
+    mirrored = GroundTruth(transform_boxes(gt.boxes, M), gt.labels, attributes=gt.attributes)
+    head = kit.small_head(GRID, GROUPS, half_turn=("barrier",))
+    maps = kit.ideal_outputs(mirrored, GRID, GROUPS, half_turn=head.half_turn)
+
+    def yaw_error(half_turn):
+        det = head.decode(unflip_heads(maps, flip, half_turn))[0]
+        det = det[torch.argsort(det.boxes.x)]
+        assert det.labels.tolist() == [9, 9]
+        d = det.boxes.tensor[:, 6] - boxes[:, 6]
+        return (torch.remainder(d + math.pi / 2, math.pi) - math.pi / 2).abs().max()
+
+    assert yaw_error(head.half_turn) < 1e-4
+    if flip == "x":
+        assert yaw_error(None) > 0.5
+
+
+@pytest.mark.parametrize("flip", ["x", "y", "xy"])
 def test_flip_batch_mirrors_every_sensor_and_twice_is_the_identity(kit, flip):
     batch = kit.make_batch(grid=kit.grid, batch_size=2)
     f = flip_batch(batch, flip)

@@ -7,6 +7,7 @@ from perception.models.heads.targets import (
     GroupTargets,
     assign_targets,
     decode_codes,
+    half_turn_groups,
     draw_heatmap,
     encode_boxes,
     gaussian_radius,
@@ -14,4 +15,4 @@ from perception.models.heads.targets import (
 
 __all__ = ["CenterHead", "GroupTargets", "REG_FIELDS", "assign_targets", "attribute_mask",
            "decode_candidates", "decode_codes", "draw_heatmap", "encode_boxes",
-           "gaussian_focal_loss", "gaussian_radius", "masked_l1"]
+           "gaussian_focal_loss", "gaussian_radius", "half_turn_groups", "masked_l1"]

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from perception.models.heads.decode import attribute_mask, decode_candidates
 from perception.models.heads.losses import gaussian_focal_loss, masked_l1
-from perception.models.heads.targets import REG_FIELDS, assign_targets, decode_codes
+from perception.models.heads.targets import (REG_FIELDS, assign_targets, decode_codes,
+                                             half_turn_groups)
 from perception.models.layers import ConvBNReLU
 from perception.models.outputs import HeadOutput
 from perception.structures.grid import BEVGrid
@@ -30,6 +31,8 @@ class CenterHead(nn.Module):
         min_overlap, min_radius, max_objects: target assignment (see ``assign_targets``).
         heatmap_weight, regression_weight, attribute_weight, code_weights: loss weights.
         score_threshold, top_k, max_detections, nms_radius: decoding (nms_radius per group, m).
+        half_turn: classes whose heading is coded modulo a half turn (``heads.targets``); each
+            must fill its class group.
     Forward: (B, C, H, W) -> tuple of HeadOutput, one per group.
     """
 
@@ -38,11 +41,15 @@ class CenterHead(nn.Module):
                  min_overlap: float, min_radius: int, max_objects: int, heatmap_weight: float,
                  regression_weight: float, attribute_weight: float,
                  code_weights: tuple[float, ...], score_threshold: float, top_k: int,
-                 max_detections: int, nms_radius: tuple[float, ...]):
+                 max_detections: int, nms_radius: tuple[float, ...],
+                 half_turn: tuple[str, ...] = ()):
         super().__init__()
         if len(code_weights) != len(REG_FIELDS):
             raise ValueError(f"code_weights needs {len(REG_FIELDS)} entries ({REG_FIELDS})")
         self.grid, self.classes, self.class_groups = grid, classes, class_groups
+        self.half_turn = half_turn_groups(class_groups, tuple(half_turn))
+        self.register_buffer("group_half_turn", torch.tensor(self.half_turn, dtype=torch.bool),
+                             persistent=False)
         self.shared = ConvBNReLU(in_channels, shared_channels)
         self.groups = nn.ModuleList()
         for group in class_groups:
@@ -94,7 +101,8 @@ class CenterHead(nn.Module):
         """
         targets = assign_targets(gts, grid=self.grid, classes=self.classes,
                                  class_groups=self.class_groups, min_overlap=self.min_overlap,
-                                 min_radius=self.min_radius, max_objects=self.max_objects)
+                                 min_radius=self.min_radius, max_objects=self.max_objects,
+                                 half_turn=self.half_turn)
         # The losses in float32 whatever autocast produced (sums over 16k cells in bfloat16
         # would round to ~3 significant digits).
         outputs = tuple(HeadOutput(o.heatmap.float(), o.regression.float(), o.attribute.float())
@@ -142,10 +150,11 @@ class CenterHead(nn.Module):
         """
         targets = assign_targets(gts, grid=self.grid, classes=self.classes,
                                  class_groups=self.class_groups, min_overlap=self.min_overlap,
-                                 min_radius=self.min_radius, max_objects=self.max_objects)
+                                 min_radius=self.min_radius, max_objects=self.max_objects,
+                                 half_turn=self.half_turn)
         w = self.grid.shape[1]
         parts: list[list[tuple[Tensor, Tensor, Tensor]]] = [[] for _ in gts]
-        for out, t, group in zip(outputs, targets, self.class_groups):
+        for out, t, group, half in zip(outputs, targets, self.class_groups, self.half_turn):
             ids = torch.tensor([self.classes.index(c) for c in group], device=t.label.device)
             b, c = out.regression.shape[:2]
             pred = out.regression.float().reshape(b, c, -1).gather(
@@ -155,8 +164,8 @@ class CenterHead(nn.Module):
                 cells = torch.stack([t.index[i, m] // w, t.index[i, m] % w], 1)
                 codes = torch.where(t.reg_valid[i, m], t.regression[i, m],
                                     torch.full_like(t.regression[i, m], float("nan")))
-                parts[i].append((ids[t.label[i, m]], decode_codes(cells, codes, self.grid),
-                                 decode_codes(cells, pred[i, m], self.grid)))
+                parts[i].append((ids[t.label[i, m]], decode_codes(cells, codes, self.grid, half),
+                                 decode_codes(cells, pred[i, m], self.grid, half)))
         return [tuple(torch.cat(x) for x in zip(*p)) for p in parts]
 
     def class_nms_radius(self) -> Tensor:
@@ -177,7 +186,7 @@ class CenterHead(nn.Module):
         boxes, scores, labels, attrs, keep = decode_candidates(
             outputs, grid=self.grid, class_table=self.group_class_table,
             attr_mask=self.attr_mask, top_k=self.top_k, score_threshold=self.score_threshold,
-            class_radius=self.class_nms_radius())
+            class_radius=self.class_nms_radius(), half_turn=self.group_half_turn)
         dets = []
         for i in range(len(keep)):
             # The one place decoding waits for the GPU: how many boxes survived, all groups.

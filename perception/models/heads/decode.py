@@ -26,7 +26,8 @@ def attribute_mask(classes: tuple[str, ...]) -> Tensor:
 
 
 def decode_candidates(outputs, *, grid: BEVGrid, class_table: Tensor, attr_mask: Tensor,
-                      top_k: int, score_threshold: float, class_radius: Tensor
+                      top_k: int, score_threshold: float, class_radius: Tensor,
+                      half_turn: Tensor | None = None
                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Every class group's maps at once -> each group's top-k candidates and which survive.
 
@@ -40,6 +41,8 @@ def decode_candidates(outputs, *, grid: BEVGrid, class_table: Tensor, attr_mask:
         class_table: (G, max K_g) int64, the global class index of each group's channels.
         attr_mask: (num_classes, 8) bool, the attributes each class may take.
         class_radius: (num_classes,) float, circle-NMS radius (m) per class; <= 0: no NMS.
+        half_turn: (G,) bool, the groups whose heading channels code twice the yaw
+            (``targets.encode_boxes``); None: none.
     Returns:
         boxes (B, G, k, 9) ego frame, scores (B, G, k), labels (B, G, k) int64, attributes
         (B, G, k) int64 (-1: none) and keep (B, G, k) bool: above the score threshold and not
@@ -70,7 +73,9 @@ def decode_candidates(outputs, *, grid: BEVGrid, class_table: Tensor, attr_mask:
     logits = logits.gather(3, cell[:, :, None].expand(-1, -1, logits.shape[2], -1)) \
         .transpose(2, 3)                                                      # (B, G, k, 8)
     cells = torch.stack([cell // w, cell % w], dim=-1)
-    boxes = decode_codes(cells.reshape(-1, 2), codes.reshape(-1, codes.shape[-1]), grid) \
+    half = False if half_turn is None else half_turn.to(cells.device)[None, :, None] \
+        .expand(b, -1, k).reshape(-1)
+    boxes = decode_codes(cells.reshape(-1, 2), codes.reshape(-1, codes.shape[-1]), grid, half) \
         .reshape(b, g, k, -1)
     allowed = attr_mask.to(labels.device)[labels]
     attrs = logits.masked_fill(~allowed, float("-inf")).argmax(-1)

@@ -4,9 +4,16 @@ centre cell the regression and attribute targets.
 Regression code (10 channels, ``REG_FIELDS``), for a box centred at metric (x, y):
 ``u = (x - x_min) / cell``, ``v = (y - y_min) / cell``, centre cell ``(row, col) = (floor v,
 floor u)``; ``dx = u - col``, ``dy = v - row`` in [0, 1); ``z`` metres; ``log l, log w, log h``;
-``sin yaw, cos yaw`` (a continuous code: yaw itself jumps at +-pi); ``vx, vy`` in units of
-``VELOCITY_SCALE`` (5 m/s). NaN velocities (the devkit cannot estimate them) get weight 0, never a
+``sin yaw, cos yaw`` (a continuous code: yaw itself jumps at +-pi), or for a class group whose
+heading is only defined up to a half turn (``half_turn``: barriers, whose AOE the devkit scores
+modulo pi) ``sin 2 yaw, cos 2 yaw``; ``vx, vy`` in units of ``VELOCITY_SCALE`` (5 m/s). NaN velocities (the devkit cannot estimate them) get weight 0, never a
 made-up zero.
+
+Why the half-turn code: a barrier looks the same turned round, and the world places it either
+way, so (sin yaw, cos yaw) has two equally likely targets, (s, c) and (-s, -c); the L1 loss is
+flat between them and the head regressed barriers 30-60 degrees off on the 24-scene synthetic
+val set (docs/results.md, "Barriers: a heading code for what has no front"). Doubled, both
+targets are one.
 
 Every channel is of order 1. Velocity in m/s (a car: ~10) made the optimizer's fixed-size steps
 take hundreds of iterations just to reach the scale of the targets, while the other channels
@@ -68,8 +75,11 @@ def gaussian_radius(length: Tensor, width: Tensor, min_overlap: float) -> Tensor
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
-def encode_boxes(boxes: Tensor, grid: BEVGrid) -> tuple[Tensor, Tensor, Tensor]:
-    """(N, 9) boxes -> cells (N, 2) int64 (row, col), codes (N, 10), in-range mask (N,)."""
+def encode_boxes(boxes: Tensor, grid: BEVGrid, *, half_turn: bool = False
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """(N, 9) boxes -> cells (N, 2) int64 (row, col), codes (N, 10), in-range mask (N,).
+    ``half_turn``: the heading channels code twice the yaw (see the module)."""
+    turns = 2.0 if half_turn else 1.0
     u = (boxes[:, 0] - grid.x_range[0]) / grid.cell_size
     v = (boxes[:, 1] - grid.y_range[0]) / grid.cell_size
     col, row = torch.floor(u), torch.floor(v)
@@ -78,17 +88,24 @@ def encode_boxes(boxes: Tensor, grid: BEVGrid) -> tuple[Tensor, Tensor, Tensor]:
         u - col, v - row, boxes[:, 2],
         torch.log(boxes[:, 3].clamp(min=1e-3)), torch.log(boxes[:, 4].clamp(min=1e-3)),
         torch.log(boxes[:, 5].clamp(min=1e-3)),
-        torch.sin(boxes[:, 6]), torch.cos(boxes[:, 6]),
+        torch.sin(turns * boxes[:, 6]), torch.cos(turns * boxes[:, 6]),
         boxes[:, 7] / VELOCITY_SCALE, boxes[:, 8] / VELOCITY_SCALE,
     ], dim=1)
     return torch.stack([row, col], 1).long(), codes, inside
 
 
-def decode_codes(cells: Tensor, codes: Tensor, grid: BEVGrid) -> Tensor:
-    """Inverse of :func:`encode_boxes`: cells (N, 2) (row, col) + codes (N, 10) -> (N, 9) boxes."""
+def decode_codes(cells: Tensor, codes: Tensor, grid: BEVGrid,
+                 half_turn: bool | Tensor = False) -> Tensor:
+    """Inverse of :func:`encode_boxes`: cells (N, 2) (row, col) + codes (N, 10) -> (N, 9) boxes.
+    ``half_turn``: bool, or (N,) bool per row: the heading channels code twice the yaw (the yaw
+    comes back in (-pi/2, pi/2])."""
     x = grid.x_range[0] + (cells[:, 1].to(codes.dtype) + codes[:, 0]) * grid.cell_size
     y = grid.y_range[0] + (cells[:, 0].to(codes.dtype) + codes[:, 1]) * grid.cell_size
     yaw = torch.atan2(codes[:, 6], codes[:, 7])
+    if isinstance(half_turn, Tensor):
+        yaw = torch.where(half_turn.to(yaw.device), yaw / 2, yaw)
+    elif half_turn:
+        yaw = yaw / 2
     return torch.stack([x, y, codes[:, 2], codes[:, 3].exp(), codes[:, 4].exp(),
                         codes[:, 5].exp(), yaw, codes[:, 8] * VELOCITY_SCALE,
                         codes[:, 9] * VELOCITY_SCALE], dim=1)
@@ -122,9 +139,25 @@ def draw_heatmap(cells: Tensor, labels: Tensor, radius: Tensor, num_classes: int
     return out.view(num_classes, h, w)
 
 
+def half_turn_groups(class_groups: tuple[tuple[str, ...], ...],
+                     half_turn: tuple[str, ...]) -> tuple[bool, ...]:
+    """Per class group, whether its heading is coded by the half-turn code: its classes are all
+    in ``half_turn``. A group with some in and some out raises ``ValueError`` (the channels are
+    shared within a group)."""
+    out = []
+    for group in class_groups:
+        inside = [c in half_turn for c in group]
+        if any(inside) and not all(inside):
+            raise ValueError(f"half_turn classes must fill their class group; group {group} "
+                             f"mixes {[c for c in group if c in half_turn]} with the others")
+        out.append(all(inside))
+    return tuple(out)
+
+
 def assign_targets(gts: list[GroundTruth], *, grid: BEVGrid, classes: tuple[str, ...],
                    class_groups: tuple[tuple[str, ...], ...], min_overlap: float,
-                   min_radius: int, max_objects: int) -> list[GroupTargets]:
+                   min_radius: int, max_objects: int,
+                   half_turn: tuple[bool, ...] | None = None) -> list[GroupTargets]:
     """Build the targets of every class group for a batch.
 
     Args:
@@ -134,13 +167,15 @@ def assign_targets(gts: list[GroundTruth], *, grid: BEVGrid, classes: tuple[str,
         min_overlap, min_radius: heatmap radius (cells).
         max_objects: per frame and group; extra objects are dropped (a warning would flood logs
             at nuScenes density; pick it above the dataset's maximum).
+        half_turn: per group, the half-turn heading code (``half_turn_groups``); None: none.
     Returns:
         one :class:`GroupTargets` per group.
     """
     dev = gts[0].boxes.device if gts else torch.device("cpu")
     b, (h, w) = len(gts), grid.shape
     out = []
-    for group in class_groups:
+    halves = half_turn if half_turn is not None else (False,) * len(class_groups)
+    for group, half in zip(class_groups, halves):
         chan = {classes.index(c): k for k, c in enumerate(group)}
         heat = torch.zeros(b, len(group), h, w, device=dev)
         index = torch.zeros(b, max_objects, dtype=torch.int64, device=dev)
@@ -156,7 +191,7 @@ def assign_targets(gts: list[GroundTruth], *, grid: BEVGrid, classes: tuple[str,
             for c in chan:
                 sel |= gt.labels == c
             boxes = gt.boxes.tensor[sel].float()
-            cells, codes, inside = encode_boxes(boxes, grid)
+            cells, codes, inside = encode_boxes(boxes, grid, half_turn=half)
             keep = torch.nonzero(inside).squeeze(1)[:max_objects]
             n = len(keep)
             if n == 0:
