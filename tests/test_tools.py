@@ -38,6 +38,10 @@ def test_probe_regression_summary_per_class():
     assert truck["moving"] == 0 and truck["vel_err_moving_mps"] is None
     assert truck["vel_err_static_mps"] is None          # unknown velocity is neither
     assert "| car | 2 | 1 | 0.15 |" in probe.table(rows)
+    # A barrier turned round is the same barrier (the devkit's period pi): not flipped.
+    rows = probe.summarize(torch.tensor([0, 0, 1]), target, pred, ("barrier", "truck", "bus"))
+    assert rows["barrier"]["heading_flipped_share"] == 0.0
+    assert rows["barrier"]["heading_err_median_rad"] < 1e-9
 
 
 def test_probe_depth_summary():

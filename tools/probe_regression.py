@@ -69,7 +69,10 @@ def summarize(labels, target, pred, classes) -> dict[str, dict]:
             continue
         t, p = target[sel], pred[sel]
         centre = torch.hypot(p[:, 0] - t[:, 0], p[:, 1] - t[:, 1])
-        yaw = torch.remainder(p[:, 6] - t[:, 6] + math.pi, 2 * math.pi) - math.pi
+        # The devkit's period: a barrier turned round is the same barrier (and a model with
+        # ``head.half_turn`` gives its yaw modulo pi), so no barrier counts as flipped.
+        period = math.pi if name == "barrier" else 2 * math.pi
+        yaw = torch.remainder(p[:, 6] - t[:, 6] + period / 2, period) - period / 2
         speed = torch.hypot(t[:, 7], t[:, 8])
         known = torch.isfinite(speed)
         vel_err = torch.hypot(p[:, 7] - t[:, 7], p[:, 8] - t[:, 8])
