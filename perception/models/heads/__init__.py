@@ -7,10 +7,10 @@ from perception.models.heads.targets import (
     GroupTargets,
     assign_targets,
     decode_codes,
-    half_turn_groups,
     draw_heatmap,
     encode_boxes,
     gaussian_radius,
+    half_turn_groups,
 )
 
 __all__ = ["CenterHead", "GroupTargets", "REG_FIELDS", "assign_targets", "attribute_mask",

@@ -6,8 +6,8 @@ Regression code (10 channels, ``REG_FIELDS``), for a box centred at metric (x, y
 floor u)``; ``dx = u - col``, ``dy = v - row`` in [0, 1); ``z`` metres; ``log l, log w, log h``;
 ``sin yaw, cos yaw`` (a continuous code: yaw itself jumps at +-pi), or for a class group whose
 heading is only defined up to a half turn (``half_turn``: barriers, whose AOE the devkit scores
-modulo pi) ``sin 2 yaw, cos 2 yaw``; ``vx, vy`` in units of ``VELOCITY_SCALE`` (5 m/s). NaN velocities (the devkit cannot estimate them) get weight 0, never a
-made-up zero.
+modulo pi) ``sin 2 yaw, cos 2 yaw``; ``vx, vy`` in units of ``VELOCITY_SCALE`` (5 m/s). NaN
+velocities (the devkit cannot estimate them) get weight 0, never a made-up zero.
 
 Why the half-turn code: a barrier looks the same turned round, and the world places it either
 way, so (sin yaw, cos yaw) has two equally likely targets, (s, c) and (-s, -c); the L1 loss is
