@@ -11,7 +11,7 @@ velocities (the devkit cannot estimate them) get weight 0, never a made-up zero.
 
 Why the half-turn code: a barrier looks the same turned round, and the world places it either
 way, so (sin yaw, cos yaw) has two equally likely targets, (s, c) and (-s, -c); the L1 loss is
-flat between them and the head regressed barriers 30-60 degrees off on the 24-scene synthetic
+flat between them and the head regressed barriers 15-75 degrees short on the 24-scene synthetic
 val set (docs/results.md, "Barriers: a heading code for what has no front"). Doubled, both
 targets are one.
 
