@@ -74,6 +74,27 @@ def visible_points(points: Tensor, num_pasted: int, time_lag_col: int | None, T:
     return p, k[seen], j[seen], pixel[seen], d[seen]
 
 
+def visible_in_batch(points: Sequence[Tensor], num_pasted: Tensor, *, time_lag_col: int | None,
+                     intrinsics: Tensor, ego_T_camera: Tensor, img_aug: Tensor,
+                     camera_mask: Tensor, h: int, w: int, stride: int, min_depth: float,
+                     depth_tolerance: float = 0.0, nearest_only: bool = False):
+    """:func:`visible_points` for every frame of a batch through its cameras of ``camera_mask``
+    ((B, N) bool; ``intrinsics``, ``img_aug`` (B, N, 3, 3), ``ego_T_camera`` (B, N, 4, 4)).
+    Yields ``(b, cams, (p, k, j, pixel, depth))`` for each frame where some point is seen,
+    ``cams`` the indices of its cameras used (``k`` indexes them)."""
+    sensor_T_ego = torch.linalg.inv(ego_T_camera.double())
+    for b in range(camera_mask.shape[0]):
+        cams = torch.nonzero(camera_mask[b]).squeeze(1)
+        if len(cams) == 0:
+            continue
+        seen = visible_points(points[b], int(num_pasted[b]), time_lag_col,
+                              sensor_T_ego[b, cams], intrinsics[b, cams], img_aug[b, cams],
+                              h=h, w=w, stride=stride, min_depth=min_depth,
+                              depth_tolerance=depth_tolerance, nearest_only=nearest_only)
+        if seen is not None:
+            yield b, cams, seen
+
+
 def lidar_depth_targets(points: Sequence[Tensor], num_pasted: Tensor, *, time_lag_col: int | None,
                         intrinsics: Tensor, ego_T_camera: Tensor, img_aug: Tensor,
                         camera_mask: Tensor, feature_shape: tuple[int, int], stride: int,
@@ -98,17 +119,10 @@ def lidar_depth_targets(points: Sequence[Tensor], num_pasted: Tensor, *, time_la
     lo, hi, step = depth_bins
     n_bins = int(round((hi - lo) / step))
     flat = torch.full((B * N * h * w,), IGNORE, dtype=torch.int64, device=intrinsics.device)
-    sensor_T_ego = torch.linalg.inv(ego_T_camera.double())
-    for b in range(B):
-        cams = torch.nonzero(camera_mask[b]).squeeze(1)
-        if len(cams) == 0:
-            continue
-        seen = visible_points(points[b], int(num_pasted[b]), time_lag_col,
-                              sensor_T_ego[b, cams], intrinsics[b, cams], img_aug[b, cams],
-                              h=h, w=w, stride=stride, min_depth=lo, nearest_only=True)
-        if seen is None:
-            continue
-        _, k, _, pixel, depth = seen
+    for b, cams, (_, k, _, pixel, depth) in visible_in_batch(
+            points, num_pasted, time_lag_col=time_lag_col, intrinsics=intrinsics,
+            ego_T_camera=ego_T_camera, img_aug=img_aug, camera_mask=camera_mask, h=h, w=w,
+            stride=stride, min_depth=lo, nearest_only=True):
         # The nearest point of a pixel beyond the last bin leaves it without a target: any other
         # point there lies further still.
         keep = depth < hi

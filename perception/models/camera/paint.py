@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perception.models.camera.depth import IGNORE, visible_points
+from perception.models.camera.depth import IGNORE, visible_in_batch
 from perception.structures.grid import BEVGrid
 
 
@@ -78,18 +78,11 @@ def pixel_targets(points: Sequence[Tensor], num_pasted: Tensor, gts: Sequence, *
     dev = intrinsics.device
     classes = torch.full((b_, n_ * h * w), IGNORE, dtype=torch.int64, device=dev)
     yaw = torch.zeros(b_, 2, n_ * h * w, dtype=torch.float32, device=dev)
-    sensor_T_ego = torch.linalg.inv(ego_T_camera.double())
     hand = view_handedness(ego_T_camera, img_aug)
-    for b in range(b_):
-        cams = torch.nonzero(camera_mask[b]).squeeze(1)
-        if len(cams) == 0:
-            continue
-        seen = visible_points(points[b], int(num_pasted[b]), time_lag_col,
-                              sensor_T_ego[b, cams], intrinsics[b, cams], img_aug[b, cams],
-                              h=h, w=w, stride=stride, min_depth=min_depth, nearest_only=True)
-        if seen is None:
-            continue
-        p, k, j, pixel, _ = seen
+    for b, cams, (p, k, j, pixel, _) in visible_in_batch(
+            points, num_pasted, time_lag_col=time_lag_col, intrinsics=intrinsics,
+            ego_T_camera=ego_T_camera, img_aug=img_aug, camera_mask=camera_mask, h=h, w=w,
+            stride=stride, min_depth=min_depth, nearest_only=True):
         pixel = cams[k] * h * w + pixel % (h * w)          # index among all N cameras
         boxes = gts[b].boxes
         cls = torch.zeros(len(j), dtype=torch.int64, device=dev)
@@ -165,19 +158,11 @@ def paint_points(feats: Tensor, points: Sequence[Tensor], num_pasted: Tensor, *,
     c_out = c + (0 if yaw is None else 2)
     sums = feats.new_zeros((b_, c_out, H * W), dtype=torch.float32)
     counts = feats.new_zeros((b_, H * W), dtype=torch.float32)
-    sensor_T_ego = torch.linalg.inv(ego_T_camera.double())
     hand = view_handedness(ego_T_camera, img_aug) if yaw is not None else None
-    for b in range(b_):
-        cams = torch.nonzero(camera_mask[b]).squeeze(1)
-        if len(cams) == 0:
-            continue
-        seen = visible_points(points[b], int(num_pasted[b]), time_lag_col,
-                              sensor_T_ego[b, cams], intrinsics[b, cams], img_aug[b, cams],
-                              h=h, w=w, stride=stride, min_depth=min_depth,
-                              depth_tolerance=depth_tolerance)
-        if seen is None:
-            continue
-        p, k, j, pixel, _ = seen
+    for b, cams, (p, k, j, pixel, _) in visible_in_batch(
+            points, num_pasted, time_lag_col=time_lag_col, intrinsics=intrinsics,
+            ego_T_camera=ego_T_camera, img_aug=img_aug, camera_mask=camera_mask, h=h, w=w,
+            stride=stride, min_depth=min_depth, depth_tolerance=depth_tolerance):
         inside = grid.in_range(p[j])
         k, j, pixel = k[inside], j[inside], pixel[inside]
         sampled = feats[b, cams].permute(0, 2, 3, 1).reshape(-1, c)[pixel].float()   # (K, C)
