@@ -13,6 +13,17 @@ from real_scene import DATAROOT, VERSION, needs_scene
 from tool_scripts import load_tool
 
 
+def test_probe_frames_spread_evenly_and_json_is_written_where_asked(tmp_path):
+    from perception.engine.probe import spread, write_json
+
+    assert spread(10, 3) == [0, 4, 9]
+    assert spread(5, 0) == spread(5, 5) == spread(5, 9) == [0, 1, 2, 3, 4]
+    assert spread(3, 2) == [0, 2]
+    write_json(None, {"a": 1})
+    write_json(tmp_path / "sub" / "r.json", {"a": 1.5})
+    assert json.loads((tmp_path / "sub" / "r.json").read_text()) == {"a": 1.5}
+
+
 def test_probe_regression_summary_per_class():
     probe = load_tool("probe_regression")
     nan = float("nan")

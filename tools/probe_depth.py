@@ -15,12 +15,9 @@ alone teaches the lift. docs/results.md uses it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,27 +25,21 @@ from torch import Tensor
 def probe(cfg, checkpoint, dataroot, version, split, *, frames=0, threads=2) -> dict:
     from perception.data.augment import AugmentedDataset
     from perception.data.nuscenes import NuScenesDataset
-    from perception.engine.checkpoint import model_state
-    from perception.models import build_model
+    from perception.engine.probe import load_model, spread
     from perception.models.camera.depth import IGNORE, lidar_depth_targets
     from perception.structures.batch import collate
 
     if "camera" not in cfg.model.modalities:
         raise SystemExit("the model has no camera branch")
-    torch.set_num_threads(threads)
-    model = build_model(cfg.model)
-    model.load_state_dict(model_state(checkpoint))
-    model.eval()
+    model = load_model(cfg, checkpoint, threads)
     lift = model.encoders["camera"].lift
     base = NuScenesDataset(dataroot, version, split, sweeps=1, radar_sweeps=1,
                            modalities=("lidar", "camera"))
     dataset = AugmentedDataset(base, None, cfg.model.camera.image_size)
-    n = len(dataset)
-    picks = (np.linspace(0, n - 1, frames).round().astype(int) if 0 < frames < n
-             else np.arange(n))
+    picks = spread(len(dataset), frames)
     logits_px, targets_px = [], []
     with torch.no_grad():
-        for i in sorted(set(picks.tolist())):
+        for i in picks:
             frame = dataset[i]
             if frame.lidar is None or not frame.cameras:
                 continue
@@ -66,7 +57,7 @@ def probe(cfg, checkpoint, dataroot, version, split, *, frames=0, threads=2) -> 
     if not logits_px:
         raise SystemExit(f"{dataroot} {split}: no frame with both cameras and LiDAR")
     out = summarize(torch.cat(logits_px), torch.cat(targets_px), lift.depths)
-    out["frames"] = len(set(picks.tolist()))
+    out["frames"] = len(picks)
     return out
 
 
@@ -88,21 +79,12 @@ def summarize(logits: Tensor, targets: Tensor, centres: Tensor) -> dict:
 
 
 def main(argv=None) -> int:
+    from perception.engine.probe import add_probe_arguments, load_experiment, write_json
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", type=Path)
-    ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--dataroot", required=True)
-    ap.add_argument("--version", default="v1.0-mini")
-    ap.add_argument("--split", default="mini_val")
-    ap.add_argument("--frames", type=int, default=0, help="an even spread of N samples (0 = all)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    add_probe_arguments(ap)
     args = ap.parse_args(argv)
-
-    from perception.config import load_config
-    from perception.models import ExperimentConfig
-
-    cfg = load_config(args.config, ExperimentConfig, [])
+    cfg = load_experiment(args.config)
     r = probe(cfg, args.checkpoint, args.dataroot, args.version, args.split,
               frames=args.frames, threads=args.threads)
     print(f"{r['pixels']} pixels with a LiDAR target in {r['frames']} frames, {r['bins']} bins")
@@ -110,9 +92,7 @@ def main(argv=None) -> int:
           f"{r['argmax_exact']:.3f}, within 2 bins {r['argmax_within_2_bins']:.3f}; mean depth: "
           f"abs err {r['mean_abs_err_m']:.2f} m, abs rel {r['abs_rel']:.3f}, "
           f"delta<1.25 {r['delta_1_25']:.3f}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=2) + "\n")
+    write_json(args.json, r)
     return 0
 
 

@@ -14,12 +14,9 @@ true speed of the moving ones (0 = velocity not learnt, 1 = right). docs/trainin
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 
 MOVING = 0.5  # m/s
@@ -27,25 +24,18 @@ MOVING = 0.5  # m/s
 
 def probe(cfg, checkpoint, dataroot, version, split, *, frames=0, modalities=None,
           threads=2) -> dict[str, dict]:
-    from perception.engine.checkpoint import model_state
     from perception.engine.inference import build_eval_loader
-    from perception.models import build_model
+    from perception.engine.probe import load_model, spread
     from perception.structures.batch import collate
 
-    torch.set_num_threads(threads)
     mods = tuple(modalities or cfg.model.modalities)
-    model = build_model(cfg.model)
-    model.load_state_dict(model_state(checkpoint))
-    model.eval()
+    model = load_model(cfg, checkpoint, threads)
     # The eval loader's dataset (sensors of ``mods`` only, images at the network size), read
-    # at an even spread of samples only: neighbouring samples are near copies of each other.
+    # at an even spread of samples only.
     dataset = build_eval_loader(cfg, dataroot, version, split, mods).dataset
-    n = len(dataset)
-    picks = (np.linspace(0, n - 1, frames).round().astype(int) if 0 < frames < n
-             else np.arange(n))
     labels, target, pred = [], [], []
     with torch.no_grad():
-        for i in sorted(set(picks.tolist())):
+        for i in spread(len(dataset), frames):
             frame = dataset[i]
             if frame.gt is None:
                 raise SystemExit(f"{dataroot} {split}: sample {frame.token} has no annotations; "
@@ -107,31 +97,20 @@ def table(rows: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> int:
+    from perception.engine.probe import add_probe_arguments, load_experiment, write_json
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", type=Path)
-    ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--dataroot", required=True)
-    ap.add_argument("--version", default="v1.0-mini")
-    ap.add_argument("--split", default="mini_val")
-    ap.add_argument("--frames", type=int, default=0, help="an even spread of N samples (0 = all)")
+    add_probe_arguments(ap)
     ap.add_argument("--modalities", default=None, help="comma-separated subset of the model's")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, as for `perception train`")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
-
-    from perception.config import load_config
-    from perception.models import ExperimentConfig
-
-    cfg = load_config(args.config, ExperimentConfig, args.set)
+    cfg = load_experiment(args.config, args.set)
     mods = args.modalities.split(",") if args.modalities else None
     rows = probe(cfg, args.checkpoint, args.dataroot, args.version, args.split,
                  frames=args.frames, modalities=mods, threads=args.threads)
     print(table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.json, rows)
     return 0
 
 
