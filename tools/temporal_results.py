@@ -2,12 +2,12 @@
 
     python tools/temporal_results.py RESULTS_JSON --dataroot D --version V --split S --out DIR \\
         [--min-score 0.3] [--disagree 1.0] [--no-velocity] [--still] [--confirm C]
-        [--score-weight W] [--metrics fast|devkit|check|none]
+        [--score-weight W] [--face-motion] [--metrics fast|devkit|check|none]
 
 The step ``perception eval`` runs (``perception.models.temporal.TemporalStep``: the velocity
 rule, with ``--still`` the still rule (``model.temporal_still``), with ``--confirm`` both
 looking three keyframes back (``model.temporal_confirm``), with ``--score-weight`` the score
-step), here on a submission's boxes, which are already in the global frame: per scene,
+step; with ``--face-motion`` the step after it, ``model.face_motion``), here on a submission's boxes, which are already in the global frame: per scene,
 keyframe after keyframe, each detection is matched to the previous keyframe's. It writes
 DIR/results_nusc.json and, unless ``--metrics none``, DIR/metrics_summary.json with the metrics
 printed. Uses: adding the step to results from another
@@ -25,15 +25,17 @@ import torch
 
 def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: float = 1.0,
           velocity: bool = True, still: bool = False, score_weight: float = 0.0,
-          confirm: float | None = None) -> int:
+          confirm: float | None = None, face_motion: bool = False) -> int:
     """Update ``results["results"]`` in place, scene by scene in time order, with the
     ``TemporalStep`` that ``perception eval`` runs (the boxes are already global, so the ego
     frame it works in is the global frame); returns how many boxes changed velocity or heading
     plus how many changed score. Samples of the split missing from the file raise ``KeyError``
-    naming them."""
+    naming them. ``face_motion``: then ``perception.models.standstill.face_motion``, as
+    ``perception eval`` runs it after the step (``model.face_motion``)."""
     from nuscenes.utils.splits import create_splits_scenes
 
     from perception.engine.inference import boxes_to_detections
+    from perception.models.standstill import face_motion as face
     from perception.models.temporal import TemporalStep
     from perception.structures.labels import ATTRIBUTE_NAMES, DETECTION_CLASSES
 
@@ -54,6 +56,8 @@ def apply(results: dict, nusc, split: str, *, min_score: float = 0.3, disagree: 
             rows = results["results"][token]
             dets = boxes_to_detections(token, rows)
             out = step(scene["token"], sample["timestamp"], identity, dets)
+            if face_motion:
+                out = face(out, DETECTION_CLASSES)
             a, b = dets.boxes.tensor, out.boxes.tensor
             moved = ~((a == b) | (torch.isnan(a) & torch.isnan(b))).all(1)
             if bool(moved.any()):
@@ -88,6 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--confirm", type=float, default=None,
                    help="m/s: a displacement counts only where the partner's own displacement "
                         "agrees within this (model.temporal_confirm)")
+    p.add_argument("--face-motion", action="store_true",
+                   help="then turn moving boxes to face their velocity (model.face_motion)")
     p.add_argument("--metrics", default="fast", choices=("fast", "devkit", "check", "none"))
     args = p.parse_args(argv)
 
@@ -101,7 +107,7 @@ def main(argv=None) -> int:
     try:
         n = apply(results, nusc, args.split, min_score=args.min_score, disagree=args.disagree,
                   velocity=not args.no_velocity, still=args.still, confirm=args.confirm,
-                  score_weight=args.score_weight)
+                  score_weight=args.score_weight, face_motion=args.face_motion)
     except (KeyError, ValueError) as e:
         print(f"temporal_results: {args.results}: {e}", file=sys.stderr)
         return 2
