@@ -97,6 +97,7 @@ class Pairs(NamedTuple):
     own: Tensor        # (P, 2) float64: their own velocity (0 where NaN)
     labels: Tensor     # (P,) int64
     floor: Tensor      # (C,) float64: each class's min_speed, inf for classes without one
+    contested: Tensor  # (P,) bool: a weak previous detection of its class says it stood
 
 
 def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
@@ -106,7 +107,14 @@ def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes
     """The pairing the moving and the still rule share (arguments as ``velocity_from_previous``):
     each detection scoring at least ``min_score`` with one of its class in the previous
     keyframe, nearest pairs first, within ``max_speed * dt`` of where its own velocity puts it
-    ``dt`` earlier. Compute it once and pass it to both rules."""
+    ``dt`` earlier. Compute it once and pass it to both rules.
+
+    A pair is ``contested`` where a detection of the class scoring under ``min_score`` in the
+    previous keyframe lies within the class's floor (``min_speed * dt``) of the detection: that
+    weak one may be the object itself, standing, and the strong partner a neighbour (a row of
+    parked bicycles 5 m apart, one detected weakly in one keyframe, would else give its
+    neighbour's position and 10 m/s). ``velocity_from_previous`` asks a contested displacement
+    for the third keyframe's confirmation however large it is."""
     if dt <= 0:
         raise ValueError(f"dt must be > 0, got {dt}")
     max_speed = MAX_SPEED if max_speed is None else max_speed
@@ -117,7 +125,8 @@ def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes
     if len(boxes) == 0 or len(prev_boxes) == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         none2 = torch.zeros(0, 2, dtype=torch.float64, device=dev)
-        return Pairs(empty, empty, none2, none2, empty, floor)
+        return Pairs(empty, empty, none2, none2, empty, floor,
+                     torch.zeros(0, dtype=torch.bool, device=dev))
     gate = torch.tensor([max_speed.get(c, 0.0) * dt for c in classes], device=dev,
                         dtype=torch.float64)
     b, p = boxes.double(), prev_boxes.to(dev).double()   # global: ~1e3 m
@@ -130,7 +139,11 @@ def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes
           & (dist <= gate[labels.to(dev)][:, None]))
     r, c = _nearest_pairs(torch.where(ok, dist, torch.full_like(dist, math.inf)))
     v = (b[r, :2] - p[c, :2]) / dt
-    return Pairs(r, c, v, torch.nan_to_num(b[r, 7:9]), labels.to(dev)[r], floor)
+    weak_near = ((labels.to(dev)[:, None] == prev_labels.to(dev)[None])
+                 & (prev_scores.to(dev)[None] < min_score)
+                 & (torch.cdist(b[:, :2], p[:, :2]) < (floor[labels.to(dev)] * dt)[:, None]))
+    return Pairs(r, c, v, torch.nan_to_num(b[r, 7:9]), labels.to(dev)[r], floor,
+                 weak_near.any(1)[r])
 
 
 def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
@@ -160,7 +173,8 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
             within this (the same motion over three keyframes): the jitter of two centre
             estimates of a standing object makes a displacement above the floor now and then,
             but not the same one twice running (two consecutive jitter displacements share a
-            centre estimate, with opposite signs). None: one displacement is enough.
+            centre estimate, with opposite signs). So does a ``contested`` pair's of any size
+            (``pair_with_previous``). None: one displacement is enough.
     Returns:
         ``(boxes, moving)``: the boxes with velocities and headings updated, and an (N,) bool
         mask of the ones this step found moving and changed.
@@ -171,7 +185,7 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
         pairs = pair_with_previous(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
                                    dt, classes, min_score=min_score, max_speed=max_speed,
                                    min_speed=min_speed)
-    r, c, v, own, lab, floor = pairs
+    r, c, v, own, lab, floor, contested = pairs
     if len(r) == 0:
         return out, moving
     b = boxes.double()
@@ -182,7 +196,7 @@ def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_b
             raise ValueError("confirm needs prev_motion")
         before = prev_motion.to(v.device, v.dtype)[c]
         change &= (((v - before).norm(dim=1) <= confirm)    # False where before is NaN
-                   | (speed >= CONFIRM_FREE * floor[lab]))
+                   | ((speed >= CONFIRM_FREE * floor[lab]) & ~contested))
     r, v, lab = r[change], v[change], lab[change]
     out[r, 7:9] = v.to(out.dtype)
     moving[r] = True
@@ -226,7 +240,7 @@ def still_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxe
         pairs = pair_with_previous(boxes, labels, scores, prev_boxes, prev_labels, prev_scores,
                                    dt, classes, min_score=min_score, max_speed=max_speed,
                                    min_speed=min_speed)
-    r, c, v, own, lab, floor = pairs
+    r, c, v, own, lab, floor, _ = pairs
     if prev_motion is not None and len(r):
         before = prev_motion.to(v.device, v.dtype)[c]
         v = torch.where(torch.isfinite(before), (v + before) / 2, v)
