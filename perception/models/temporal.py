@@ -13,6 +13,9 @@ rules allow):
   pedestrians) is paired with a detection of the same class in the previous keyframe of the
   same scene, nearest first over all pairs (greedy), within a class gate around where its
   current velocity puts it ``dt`` earlier (``max_speed * dt``, the velocity undone first).
+  Both score at least ``min_score``; a weaker detection of the class in the previous keyframe
+  within the class's floor of where the detection is now contests the pair
+  (``pair_with_previous``).
 - Velocity: ``(centre - previous centre) / dt``. It replaces the detection's velocity only
   where the object is clearly moving (the estimate at least ``min_speed`` of its class, above
   the jitter of two centre estimates) and the current velocity disagrees by more than
