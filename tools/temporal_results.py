@@ -7,12 +7,14 @@
 The step ``perception eval`` runs (``perception.models.temporal.TemporalStep``: the velocity
 rule, with ``--still`` the still rule (``model.temporal_still``), with ``--confirm`` both
 looking three keyframes back (``model.temporal_confirm``), with ``--score-weight`` the score
-step; with ``--face-motion`` the step after it, ``model.face_motion``), here on a submission's boxes, which are already in the global frame: per scene,
-keyframe after keyframe, each detection is matched to the previous keyframe's. It writes
-DIR/results_nusc.json and, unless ``--metrics none``, DIR/metrics_summary.json with the metrics
-printed. Uses: adding the step to results from another
-detector, or trying its parameters without running the network again (docs/results.md,
-"Velocity from the previous keyframe", chose ``--min-score`` so).
+step; with ``--face-motion`` the step after it, ``model.face_motion``), here on a submission's
+boxes, which are already in the global frame: per scene, keyframe after keyframe, each
+detection is matched to the previous keyframe's. It writes DIR/results_nusc.json and, unless
+``--metrics none``, DIR/metrics_summary.json with the metrics printed. Uses: adding the step to
+results from another detector, or trying its parameters without running the network again
+(docs/results.md, "Velocity from the previous keyframe", chose ``--min-score`` so; on results
+of ``perception eval`` with the four keys off, the four flags give what ``perception eval``
+gives with them on: "A weak detection where the object stood").
 """
 from __future__ import annotations
 

@@ -136,17 +136,18 @@ def pair_with_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes
     # Where each detection was dt ago by its own velocity (0 where the network has none).
     back = b[:, :2] - torch.nan_to_num(b[:, 7:9]) * dt
     dist = torch.cdist(back, p[:, :2])                                         # (N, M)
-    ok = ((labels.to(dev)[:, None] == prev_labels.to(dev)[None])
-          & (scores.to(dev)[:, None] >= min_score)
-          & (prev_scores.to(dev)[None] >= min_score)
-          & (dist <= gate[labels.to(dev)][:, None]))
+    lab, prev_lab = labels.to(dev), prev_labels.to(dev)
+    same = lab[:, None] == prev_lab[None]
+    prev_strong = prev_scores.to(dev)[None] >= min_score
+    ok = (same & prev_strong & (scores.to(dev)[:, None] >= min_score)
+          & (dist <= gate[lab][:, None]))
     r, c = _nearest_pairs(torch.where(ok, dist, torch.full_like(dist, math.inf)))
     v = (b[r, :2] - p[c, :2]) / dt
-    weak_near = ((labels.to(dev)[:, None] == prev_labels.to(dev)[None])
-                 & (prev_scores.to(dev)[None] < min_score)
-                 & (torch.cdist(b[:, :2], p[:, :2]) < (floor[labels.to(dev)] * dt)[:, None]))
-    return Pairs(r, c, v, torch.nan_to_num(b[r, 7:9]), labels.to(dev)[r], floor,
-                 weak_near.any(1)[r])
+    # A weak previous detection where the object would have stood (a displacement below the
+    # floor): measured from where the detection is, not where its velocity puts it.
+    weak_near = same & ~prev_strong & (torch.cdist(b[:, :2], p[:, :2])
+                                       < (floor[lab] * dt)[:, None])
+    return Pairs(r, c, v, torch.nan_to_num(b[r, 7:9]), lab[r], floor, weak_near.any(1)[r])
 
 
 def velocity_from_previous(boxes: Tensor, labels: Tensor, scores: Tensor, prev_boxes: Tensor,
