@@ -12,9 +12,11 @@ boxes, which are already in the global frame: per scene, keyframe after keyframe
 detection is matched to the previous keyframe's. It writes DIR/results_nusc.json and, unless
 ``--metrics none``, DIR/metrics_summary.json with the metrics printed. Uses: adding the step to
 results from another detector, or trying its parameters without running the network again
-(docs/results.md, "Velocity from the previous keyframe", chose ``--min-score`` so; on results
-of ``perception eval`` with the four keys off, the four flags give what ``perception eval``
-gives with them on: "A weak detection where the object stood").
+(docs/results.md, "Velocity from the previous keyframe", chose ``--min-score`` so). On results
+of ``perception eval --set model.temporal_velocity=false --set model.temporal_still=false --set
+model.temporal_score=0.0 --set model.face_motion=false``, ``--still --confirm 2.0
+--score-weight 0.6 --face-motion`` gives what ``perception eval`` gives with the synthetic
+configs as they stand (docs/results.md, "A weak detection where the object stood").
 """
 from __future__ import annotations
 
