@@ -321,6 +321,10 @@ class HeadConfig:
             yaw (``heads.targets``): what looks the same turned round (barriers: the devkit
             scores their AOE modulo pi). Each must fill its class group. Changes what the
             weights mean: a checkpoint decodes right only with the value it trained with.
+        refine_window: per class, the half-width (metres) of the square window around a
+            detection's peak cell over which its centre and heading are averaged, weighted by
+            the class's heatmap (``heads.decode.refine_codes``); rounded down to whole cells,
+            0 or absent: the peak cell's own. Decoding only: any checkpoint, no retraining.
     """
 
     class_groups: tuple[tuple[str, ...], ...] = (
@@ -341,6 +345,7 @@ class HeadConfig:
     max_detections: int = 300
     nms_radius: tuple[float, ...] = (2.0, 3.5, 3.2, 1.0, 0.9, 0.4)
     half_turn: tuple[str, ...] = ()
+    refine_window: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -411,6 +416,13 @@ class ModelConfig:
         unknown = sorted(set(self.head.half_turn) - set(self.classes))
         if unknown:
             raise ValueError(f"head.half_turn {unknown} are not among the classes {self.classes}")
+        unknown = sorted(set(self.head.refine_window) - set(self.classes))
+        if unknown:
+            raise ValueError(f"head.refine_window {unknown} are not among the classes "
+                             f"{self.classes}")
+        bad = {c: r for c, r in self.head.refine_window.items() if not r >= 0}
+        if bad:
+            raise ValueError(f"head.refine_window needs half-widths >= 0 (metres), got {bad}")
         from perception.models.heads.targets import half_turn_groups
         half_turn_groups(self.head.class_groups, tuple(self.head.half_turn))   # mixed: raises
         check_flips(self.test_flips, self.grid)

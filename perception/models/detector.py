@@ -565,7 +565,8 @@ def build_model(cfg: ModelConfig) -> FusionDetector:
             max_objects=h.max_objects, heatmap_weight=h.heatmap_weight,
             regression_weight=h.regression_weight, attribute_weight=h.attribute_weight,
             code_weights=h.code_weights, score_threshold=h.score_threshold, top_k=h.top_k,
-            max_detections=h.max_detections, nms_radius=h.nms_radius, half_turn=h.half_turn)
+            max_detections=h.max_detections, nms_radius=h.nms_radius, half_turn=h.half_turn,
+            refine_window=h.refine_window)
 
     head = build_head()
     subset_heads = [build_head() for _ in f.subset_loss] if f.subset_heads else []

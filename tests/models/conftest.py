@@ -165,14 +165,16 @@ def ideal_outputs(gt: GroundTruth, grid: BEVGrid, class_groups, vx_code_shift: f
     return tuple(outs)
 
 
-def small_head(grid: BEVGrid, class_groups, half_turn: tuple[str, ...] = ()) -> CenterHead:
+def small_head(grid: BEVGrid, class_groups, half_turn: tuple[str, ...] = (),
+               refine_window: dict[str, float] | None = None) -> CenterHead:
     """An 8-channel CenterHead (score threshold 0.3) for decoding hand-made maps."""
     return CenterHead(in_channels=8, grid=grid, classes=DETECTION_CLASSES,
                       class_groups=class_groups, shared_channels=8, head_channels=8,
                       min_overlap=0.1, min_radius=2, max_objects=16, heatmap_weight=1.0,
                       regression_weight=0.25, attribute_weight=0.2, code_weights=(1.0,) * 10,
                       score_threshold=0.3, top_k=100, max_detections=50,
-                      nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4), half_turn=half_turn)
+                      nms_radius=(2.0, 3.5, 3.2, 1.0, 0.9, 0.4), half_turn=half_turn,
+                      refine_window=refine_window)
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ class CenterHead(nn.Module):
         score_threshold, top_k, max_detections, nms_radius: decoding (nms_radius per group, m).
         half_turn: classes whose heading is coded modulo a half turn (``heads.targets``); each
             must fill its class group.
+        refine_window: per class, half-width (m) of the window a detection's centre and heading
+            are averaged over (``heads.decode.refine_codes``); absent: the peak cell's own.
     Forward: (B, C, H, W) -> tuple of HeadOutput, one per group.
     """
 
@@ -42,7 +44,7 @@ class CenterHead(nn.Module):
                  regression_weight: float, attribute_weight: float,
                  code_weights: tuple[float, ...], score_threshold: float, top_k: int,
                  max_detections: int, nms_radius: tuple[float, ...],
-                 half_turn: tuple[str, ...] = ()):
+                 half_turn: tuple[str, ...] = (), refine_window: dict[str, float] | None = None):
         super().__init__()
         if len(code_weights) != len(REG_FIELDS):
             raise ValueError(f"code_weights needs {len(REG_FIELDS)} entries ({REG_FIELDS})")
@@ -64,6 +66,12 @@ class CenterHead(nn.Module):
                 "attribute": nn.Conv2d(head_channels, len(ATTRIBUTE_NAMES), 1),
             }))
         self.register_buffer("code_weights", torch.tensor(code_weights), persistent=False)
+        # Per class the decoding window's half-width in whole cells (``refine_codes``).
+        window = [int(math.floor((refine_window or {}).get(c, 0.0) / grid.cell_size + 1e-6))
+                  for c in classes]
+        self.register_buffer("class_window", torch.tensor(window, dtype=torch.int64),
+                             persistent=False)
+        self.max_window = max(window)
         self.register_buffer("attr_mask", attribute_mask(classes), persistent=False)
         # Each group's class indices as one (G, max group size) table (padded with class 0, never
         # read), kept on the model's device: a host tensor copied to the GPU at every decode
@@ -186,7 +194,8 @@ class CenterHead(nn.Module):
         boxes, scores, labels, attrs, keep = decode_candidates(
             outputs, grid=self.grid, class_table=self.group_class_table,
             attr_mask=self.attr_mask, top_k=self.top_k, score_threshold=self.score_threshold,
-            class_radius=self.class_nms_radius(), half_turn=self.group_half_turn)
+            class_radius=self.class_nms_radius(), half_turn=self.group_half_turn,
+            class_window=self.class_window, max_window=self.max_window)
         dets = []
         for i in range(len(keep)):
             # The one place decoding waits for the GPU: how many boxes survived, all groups.
