@@ -55,6 +55,41 @@ def test_probe_regression_summary_per_class():
     assert rows["barrier"]["heading_err_median_rad"] < 1e-9
 
 
+def test_probe_regression_matches_each_object_to_its_nearest_strong_detection_of_its_class():
+    """--at-detections: nearest detection of the same class scoring >= 0.3 within 2 m; a weak,
+    a far or another class's detection is no match; objects outside the grid are left out."""
+    from perception.structures import Boxes3D, Detections, GroundTruth
+    from perception.structures.grid import BEVGrid
+
+    probe = load_tool("probe_regression")
+    grid = BEVGrid(x_range=(-16.0, 16.0), y_range=(-16.0, 16.0), z_range=(-3.0, 1.0),
+                   cell_size=0.5, voxel_z=4.0)
+
+    def box(x, y, yaw=0.0):
+        return [x, y, -1.0, 4.0, 2.0, 1.5, yaw, 0.0, 0.0]
+
+    gt = GroundTruth(Boxes3D(torch.tensor([box(0, 0), box(10, 0), box(0, 10), box(30, 0)])),
+                     torch.tensor([0, 0, 1, 0]))
+    dets = Detections(Boxes3D(torch.tensor([
+        box(0.5, 0, math.pi),      # car 0's match: flipped, 0.5 m off
+        box(0.2, 0.1),             # nearer, but weak
+        box(11.5, 0),              # car at 10: 1.5 m, strong
+        box(10.3, 0),              # nearer to car at 10, but a truck
+        box(0, 12.5),              # truck at (0, 10): 2.5 m, too far
+        box(30, 0)])),             # at the object outside the grid
+        scores=torch.tensor([0.5, 0.2, 0.9, 0.9, 0.9, 0.9]),
+        labels=torch.tensor([0, 0, 0, 1, 1, 0]))
+    labels, target, pred = probe.match_detections(gt, dets, grid)
+    assert labels.tolist() == [0, 0]
+    torch.testing.assert_close(target[:, :2], torch.tensor([[0.0, 0.0], [10.0, 0.0]]))
+    torch.testing.assert_close(pred[:, :2], torch.tensor([[0.5, 0.0], [11.5, 0.0]]))
+    rows = probe.summarize(labels, target.double(), pred.double(), ("car", "truck"))
+    assert rows["car"]["objects"] == 2 and math.isclose(rows["car"]["heading_flipped_share"], 0.5)
+    # No detection at all: nothing matched, nothing raised.
+    none = Detections(Boxes3D(torch.zeros(0, 9)), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    assert len(probe.match_detections(gt, none, grid)[0]) == 0
+
+
 def test_probe_depth_summary():
     probe = load_tool("probe_depth")
     centres = torch.tensor([1.5, 2.5, 3.5, 4.5])
